@@ -1,0 +1,1 @@
+"""Data: canonical records, readers for each published format, templates, batching."""

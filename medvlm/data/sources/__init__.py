@@ -1,0 +1,92 @@
+"""Readers for each original data format, registered by name.
+
+A source is a function ``read(path, split, report, **options) -> Iterator[Sample]``. It reads the
+file as published, yields :class:`~medvlm.data.records.Sample` records, and tells ``report`` about
+every record it cannot use: under the ``error`` policy the first problem raises a
+:class:`~medvlm.errors.DataError` naming the file, record and key; under ``skip`` it is counted
+and listed, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from medvlm.data.records import Sample
+from medvlm.errors import DataError
+from medvlm.registry import Registry
+
+
+@dataclass
+class Problem:
+    file: str
+    record: str | None
+    key: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return str(DataError(self.message, file=self.file, record=self.record, key=self.key))
+
+
+@dataclass
+class ReadReport:
+    """Counts what a reader saw, kept and skipped (with reasons)."""
+
+    source: str
+    policy: Literal["error", "skip"] = "error"
+    read: int = 0
+    kept: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    def problem(self, message: str, *, file: str, record: Any = None, key: str | None = None) -> None:
+        """Record a bad record: raise under the error policy, count it under skip."""
+        record_id = None if record is None else str(record)
+        if self.policy == "error":
+            raise DataError(message, file=file, record=record_id, key=key)
+        self.problems.append(Problem(file, record_id, key, message))
+
+    @property
+    def skipped(self) -> int:
+        return len(self.problems)
+
+    def summary(self) -> dict[str, Any]:
+        reasons = Counter(p.message for p in self.problems)
+        return {"source": self.source, "read": self.read, "kept": self.kept, "skipped": self.skipped,
+                "skip_reasons": dict(reasons.most_common())}
+
+
+class SourceReader(Protocol):
+    def __call__(self, path: str | None, split: str, report: ReadReport,
+                 **options: Any) -> Iterator[Sample]: ...
+
+
+SOURCES: Registry[SourceReader] = Registry("dataset source")
+register_source: Callable[[str], Callable[[SourceReader], SourceReader]] = SOURCES.register
+
+
+def _import_all() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+def get_source(name: str) -> SourceReader:
+    if name not in SOURCES:
+        _import_all()
+    return SOURCES.get(name)
+
+
+def read_source(name: str, path: str | None, split: str, *, policy: Literal["error", "skip"] = "error",
+                limit: int | None = None, **options: Any) -> tuple[list[Sample], ReadReport]:
+    """Read a whole source into memory, returning the samples and what was skipped."""
+    report = ReadReport(source=name, policy=policy)
+    samples: list[Sample] = []
+    for sample in get_source(name)(path, split, report, **options):
+        samples.append(sample)
+        if limit is not None and len(samples) >= limit:
+            break
+    report.kept = len(samples)
+    return samples, report

@@ -1,0 +1,1 @@
+"""Evaluation: batched prediction, answer normalisation, metrics, scores and reports."""

@@ -1,0 +1,1 @@
+"""Models: loading and building LLaVA, adapters, checkpoint conversion."""

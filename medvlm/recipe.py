@@ -1,0 +1,382 @@
+"""Recipes: YAML files validated into typed, frozen-schema pydantic models.
+
+A recipe says everything a run needs (model, data, training stage, PEFT, continual learning,
+evaluation, output). Three conveniences, all resolved before anything runs:
+
+* ``base: ../base/defaults.yaml`` inherits another recipe (path relative to this file; a list merges
+  left to right); mappings merge key by key, lists and scalars replace.
+* Command-line overrides ``train.learning_rate=1e-4`` set one dotted key; the value is parsed as YAML,
+  so ``3``, ``1e-4``, ``true`` and ``[a, b]`` get their natural types.
+* ``${output_dir}``, ``${recipe_dir}`` and environment variables (``${MEDVLM_REAL_DATA}``) expand in
+  path-like string values.
+
+Unknown keys are rejected with the nearest valid name, wrong types with the dotted key path; the
+fully resolved recipe is written into every output directory as ``recipe.resolved.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medvlm.errors import RecipeError
+
+# --------------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSpec(_Section):
+    """Where the model comes from: a local Hugging Face llava directory, or a tiny preset."""
+
+    path: str | None = None
+    preset: str | None = Field(None, description="tiny preset, e.g. tiny-clip-llama")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    trust_remote_code: bool = False
+    init_seed: int = 0
+    tokenizer_vocab_size: int = 1024
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if self.path is not None and self.preset is not None:
+            raise ValueError("give either model.path or model.preset, not both")
+        return self
+
+
+class SourceSpec(_Section):
+    """One dataset read through a registered source (see ``medvlm.data.sources``)."""
+
+    dataset: str
+    path: str | None = None
+    split: str = "train"
+    image_root: str | None = None
+    limit: int | None = Field(None, ge=1)
+    repeat: int = Field(1, ge=1, description="list the samples this many times (small sets)")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+PromptStyle = Literal["plain", "short_answer", "llava_med_closed"]
+
+
+class DataSpec(_Section):
+    train: list[SourceSpec] = Field(default_factory=list)
+    template: str = "vicuna_v1"
+    system_prompt: str | None = None
+    image_aspect_ratio: Literal["pad", "resize", "crop"] = "pad"
+    max_length: int = Field(2048, ge=8)
+    group_by_modality_length: bool = True
+    on_bad_record: Literal["error", "skip"] = "error"
+    prompt_style: PromptStyle = "plain"
+    image_cache_mb: int = Field(1024, ge=0, description="prepared-pixel cache per data loader process")
+
+
+TrainableName = Literal["vision_tower", "projector", "language_model"]
+
+
+class TrainSpec(_Section):
+    stage: Literal["contrastive", "pretrain", "align", "instruct", "finetune"] = "finetune"
+    trainable: list[TrainableName] | None = Field(
+        None, description="override the stage's freeze plan")
+    learning_rate: float = Field(2e-5, gt=0)
+    projector_lr: float | None = Field(None, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1
+    per_device_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: str = "cosine"
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    bf16: bool = False
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(500, ge=1)
+    save_total_limit: int | None = 2
+    deepspeed: str | None = None
+    dataloader_num_workers: int = Field(0, ge=0)
+    tensorboard: bool = True
+
+
+class PeftSpec(_Section):
+    method: Literal["none", "lora", "dora", "qlora"] = "none"
+    r: int = Field(128, ge=1)
+    alpha: int = Field(256, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: str = (
+        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$")
+    train_projector: bool = True
+    bits: Literal[4, 8] = 4
+    double_quant: bool = True
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    merge_at_end: bool = True
+
+
+class ContinualTaskSpec(_Section):
+    name: str
+    train: list[SourceSpec]
+    eval: list[SourceSpec] = Field(default_factory=list)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class ContinualSpec(_Section):
+    method: str = "seq_ft"
+    tasks: list[ContinualTaskSpec] = Field(default_factory=list)
+    probes: list[SourceSpec] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalSpec(_Section):
+    datasets: list[SourceSpec] = Field(default_factory=list)
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(32, ge=1)
+    prompt_style: PromptStyle = "plain"
+    template: str | None = None
+    bootstrap_samples: int = Field(1000, ge=0)
+    seed: int = 0
+    stages: list[str] = Field(default_factory=list,
+                              description="pipeline stages whose models are evaluated (default: the last)")
+
+
+class OutputSpec(_Section):
+    dir: str = "runs/${name}"
+    overwrite: bool = False
+
+
+class StageRef(_Section):
+    name: str
+    recipe: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class Recipe(_Section):
+    name: str = "run"
+    description: str = ""
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    peft: PeftSpec = Field(default_factory=PeftSpec)
+    continual: ContinualSpec | None = None
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    stages: list[StageRef] = Field(default_factory=list)
+    # Where the recipe came from; set by the loader, kept in the resolved copy for provenance.
+    source_file: str | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output.dir)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``update`` into a copy of ``base``: mappings recursively, everything else replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise RecipeError(f"{path}: 'base' inheritance loops: {chain}")
+    raw = _read_yaml(path)
+    bases = raw.pop("base", None)
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else (bases or []):
+        if not isinstance(base, str):
+            raise RecipeError(f"{path}: key 'base': expected a path or list of paths, got {base!r}")
+        merged = deep_merge(merged, _load_with_bases(path.parent / base, (*seen, path)))
+    return deep_merge(merged, raw)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.learning_rate=1e-4`` → (["train", "learning_rate"], 1e-4)."""
+    if "=" not in text:
+        raise RecipeError(f"override '{text}': expected KEY=VALUE, e.g. train.learning_rate=1e-4")
+    key, _, value_text = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"override '{text}': empty key segment")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError:
+        value = value_text
+    # YAML reads "1e-4" as a string (it wants "1.0e-4"); numbers are what users mean.
+    if isinstance(value, str):
+        try:
+            value = float(value) if re.fullmatch(r"[-+]?\d*\.?\d+[eE][-+]?\d+", value) else value
+        except ValueError:
+            pass
+    return key.split("."), value
+
+
+def set_dotted(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(f"override '{'.'.join(keys)}': '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Merge a mapping of overrides whose keys may be dotted (``{"train.max_steps": 5}``) or nested."""
+    merged = copy.deepcopy(tree)
+    for key, value in overrides.items():
+        if "." in key:
+            set_dotted(merged, key.split("."), copy.deepcopy(value))
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_vars(value: str, variables: dict[str, str], where: str) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in variables:
+            return variables[name]
+        if name in os.environ:
+            return os.environ[name]
+        raise RecipeError(f"{where}: variable ${{{name}}} is not set (define it in the environment)")
+
+    return _VAR.sub(substitute, value)
+
+
+def _expand_tree(node: Any, variables: dict[str, str], where: str) -> Any:
+    if isinstance(node, str):
+        return expand_vars(node, variables, where)
+    if isinstance(node, list):
+        return [_expand_tree(item, variables, f"{where}[{i}]") for i, item in enumerate(node)]
+    if isinstance(node, dict):
+        return {key: _expand_tree(value, variables, f"{where}.{key}" if where else key)
+                for key, value in node.items()}
+    return node
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Valid field names of the section that ``loc`` (minus its last element) points into."""
+    model: Any = Recipe
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        annotation = fields[part].annotation
+        model = _section_class(annotation)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _section_class(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _section_class(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(error: ValidationError, origin: str) -> str:
+    lines = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        dotted = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+        if item["type"] == "extra_forbidden":
+            valid = [name for name in _fields_at(loc) if name != "source_file"]
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
+            lines.append(f"{origin}: unknown key '{dotted}' ({hint})")
+        else:
+            got = item.get("input")
+            shown = repr(got) if not isinstance(got, dict) else "a mapping"
+            lines.append(f"{origin}: key '{dotted or '<root>'}': {item['msg']} (got {shown})")
+    return "\n".join(lines)
+
+
+def validate(tree: dict[str, Any], origin: str) -> Recipe:
+    try:
+        return Recipe.model_validate(tree)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, origin)) from None
+
+
+def load_tree(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The merged, overridden recipe as a plain mapping (before variable expansion)."""
+    path = Path(path)
+    tree = _load_with_bases(path)
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        set_dotted(tree, keys, value)
+    return tree
+
+
+def resolve(tree: dict[str, Any], origin: str, variables: dict[str, str] | None = None) -> Recipe:
+    """Validate, then expand ``${...}`` variables (``name`` and ``output_dir`` are always defined)."""
+    recipe = validate(tree, origin)  # first pass: schema errors name the user's keys
+    names = {"name": recipe.name, **(variables or {})}
+    output_dir = expand_vars(recipe.output.dir, names, "output.dir")
+    names.setdefault("output_dir", output_dir)
+    expanded = _expand_tree(recipe.model_dump(mode="json"), names, "")
+    return validate(expanded, origin)
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
+                variables: dict[str, str] | None = None) -> Recipe:
+    """Read a recipe file with its bases and overrides into a validated :class:`Recipe`."""
+    path = Path(path)
+    origin = str(path)
+    tree = load_tree(path, overrides)
+    tree.setdefault("source_file", str(path.resolve()))
+    names = {"recipe_dir": str(path.resolve().parent), **(variables or {})}
+    return resolve(tree, origin, names)

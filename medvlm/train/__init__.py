@@ -1,0 +1,1 @@
+"""Training: the extended Trainer, one-stage runs, multi-stage pipelines."""

@@ -1,0 +1,124 @@
+"""Several stages in sequence, each starting from the previous stage's model, then evaluation.
+
+A pipeline recipe lists its stages (each a stage recipe file plus overrides) and an ``eval``
+section. Stage outputs go to ``OUT/<stage name>/``; a stage whose ``model/`` exists is complete and
+is skipped when the pipeline runs again, so an interrupted pipeline continues where it stopped.
+
+Command-line overrides address the pipeline (``eval.batch_size=8``), one stage
+(``align.train.max_steps=5``) or every stage (``*.train.max_steps=5``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medvlm.errors import RecipeError
+from medvlm.eval.run import evaluate_model
+from medvlm.io import write_json, write_text
+from medvlm.provenance import provenance
+from medvlm.recipe import Recipe, apply_overrides, load_tree, parse_override, resolve, set_dotted
+from medvlm.train.stage import run_stage
+
+log = logging.getLogger("medvlm")
+
+
+@dataclass
+class Pipeline:
+    recipe: Recipe
+    stages: list[tuple[str, Recipe]]
+
+    @property
+    def output_dir(self) -> Path:
+        return self.recipe.output_dir
+
+    def stage_dir(self, name: str) -> Path:
+        return self.output_dir / name
+
+
+@dataclass
+class PipelineResult:
+    output_dir: Path
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _split_overrides(overrides: list[str], stage_names: set[str]) -> tuple[list[str], dict[str, list[str]]]:
+    own: list[str] = []
+    per_stage: dict[str, list[str]] = {name: [] for name in stage_names}
+    for text in overrides:
+        head, _, rest = text.partition(".")
+        if head == "*":
+            for name in stage_names:
+                per_stage[name].append(rest)
+        elif head in stage_names:
+            per_stage[head].append(rest)
+        else:
+            own.append(text)
+    return own, per_stage
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipeline:
+    """Resolve the pipeline recipe and every stage recipe up front, so errors surface before training."""
+    path = Path(path)
+    raw = load_tree(path)
+    names = [stage.get("name") for stage in raw.get("stages", []) if isinstance(stage, dict)]
+    own, per_stage = _split_overrides(overrides or [], {n for n in names if isinstance(n, str)})
+    tree = load_tree(path, own)
+    tree.setdefault("source_file", str(path.resolve()))
+    recipe = resolve(tree, str(path), {"recipe_dir": str(path.resolve().parent)})
+    if not recipe.stages:
+        raise RecipeError(f"{path}: a pipeline recipe needs a 'stages' list")
+    out = recipe.output_dir
+    stages: list[tuple[str, Recipe]] = []
+    previous: str | None = None
+    for ref in recipe.stages:
+        stage_path = path.resolve().parent / ref.recipe
+        stage_tree = apply_overrides(load_tree(stage_path), ref.overrides)
+        for text in per_stage.get(ref.name, []):
+            keys, value = parse_override(text)
+            set_dotted(stage_tree, keys, value)
+        set_dotted(stage_tree, ["output", "dir"], str(out / ref.name))
+        if previous is not None:
+            set_dotted(stage_tree, ["model", "path"], str(out / previous / "model"))
+            set_dotted(stage_tree, ["model", "preset"], None)
+        stage_tree["source_file"] = str(stage_path)
+        origin = f"{stage_path} (stage '{ref.name}' of {path})"
+        stages.append((ref.name, resolve(stage_tree, origin, {"output_dir": str(out),
+                                                              "recipe_dir": str(stage_path.parent)})))
+        previous = ref.name
+    unknown = set(recipe.eval.stages) - {name for name, _ in stages}
+    if unknown:
+        raise RecipeError(f"{path}: eval.stages names unknown stage(s) {sorted(unknown)}")
+    return Pipeline(recipe, stages)
+
+
+def run_pipeline(pipeline: Pipeline, *, resume: bool = False) -> PipelineResult:
+    out = pipeline.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "recipe.resolved.yaml", pipeline.recipe.to_yaml())
+    write_json(out / "provenance.json", provenance(recipe=pipeline.recipe.source_file))
+    result = PipelineResult(out)
+    for name, stage in pipeline.stages:
+        if (pipeline.stage_dir(name) / "model").is_dir():
+            log.info("stage %s: already complete, skipping", name)
+            continue
+        log.info("stage %s (%s): starting", name, stage.train.stage)
+        started = time.perf_counter()
+        run_stage(stage, resume=resume)
+        result.stage_seconds[name] = round(time.perf_counter() - started, 2)
+        log.info("stage %s: done in %.1f s", name, result.stage_seconds[name])
+
+    spec = pipeline.recipe.eval
+    if spec.datasets:
+        last_name, last = pipeline.stages[-1]
+        for name in spec.stages or [last_name]:
+            started = time.perf_counter()
+            result.evaluations[name] = evaluate_model(
+                pipeline.stage_dir(name) / "model", spec, out / "eval" / name, template=last.data.template,
+                system_prompt=last.data.system_prompt, image_aspect_ratio=last.data.image_aspect_ratio)
+            result.stage_seconds[f"eval:{name}"] = round(time.perf_counter() - started, 2)
+    return result

@@ -1,0 +1,217 @@
+"""Run one training stage from a recipe.
+
+Output directory layout (every file written atomically)::
+
+    DIR/recipe.resolved.yaml   the recipe after bases, overrides and variables
+    DIR/provenance.json        package version, git commit, data checksums
+    DIR/data_report.json       what each source read, kept, skipped; truncated and rejected samples
+    DIR/checkpoints/           Trainer checkpoints (model or adapter, optimizer, RNG, state)
+    DIR/logs/train.jsonl       loss, learning rate, grad norm, tokens/s per logging step
+    DIR/model/                 the final model in Hugging Face llava format (adapters merged)
+    DIR/train_summary.json     steps, final loss, wall time, throughput
+
+``DIR/model`` appears only when training finished, so its presence means "stage complete".
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainingArguments, set_seed
+
+from medvlm.data.collate import Collator, ConversationEncoder, SupervisedDataset
+from medvlm.data.images import ImagePreparer, PixelCache
+from medvlm.data.prompts import apply_prompt_style
+from medvlm.data.records import Sample
+from medvlm.data.sources import read_source
+from medvlm.data.templates import get_template
+from medvlm.errors import DataError, MedvlmError
+from medvlm.io import write_json, write_text
+from medvlm.model.adapters import apply_lora, check_peft_plan, merged
+from medvlm.model.build import STAGE_TRAINABLE, apply_freeze_plan, load_model, num_image_tokens, summarize
+from medvlm.provenance import provenance
+from medvlm.recipe import Recipe, SourceSpec
+from medvlm.train.callbacks import JsonlLogger
+from medvlm.train.trainer import LossPlugin, MedvlmTrainer, latest_checkpoint
+
+log = logging.getLogger("medvlm")
+
+
+@dataclass
+class StageResult:
+    output_dir: Path
+    model_dir: Path
+    summary: dict[str, Any]
+
+
+def read_samples(specs: list[SourceSpec], policy: str, prompt_style: str = "plain",
+                 ) -> tuple[list[Sample], list[dict[str, Any]]]:
+    """All samples the specs name, in order, with one read report per source."""
+    samples: list[Sample] = []
+    reports: list[dict[str, Any]] = []
+    for spec in specs:
+        found, report = read_source(spec.dataset, spec.path, spec.split, policy=policy,  # type: ignore[arg-type]
+                                    limit=spec.limit, image_root=spec.image_root, **spec.options)
+        reports.append({**report.summary(), "path": spec.path, "split": spec.split,
+                        "problems": [str(p) for p in report.problems[:50]]})
+        styled = [apply_prompt_style(sample, prompt_style) for sample in found]
+        samples.extend(styled * spec.repeat)
+    return samples, reports
+
+
+def trainable_components(recipe: Recipe) -> tuple[str, ...]:
+    return tuple(recipe.train.trainable) if recipe.train.trainable else STAGE_TRAINABLE[recipe.train.stage]
+
+
+def prepare_output_dir(recipe: Recipe, resume: bool) -> Path:
+    out = recipe.output_dir
+    if out.exists() and recipe.output.overwrite and not resume:
+        shutil.rmtree(out)
+    if (out / "model").exists() and not resume:
+        raise MedvlmError(f"{out}: this stage already finished (model/ exists); choose another output.dir "
+                          "or set output.overwrite=true")
+    if latest_checkpoint(out / "checkpoints") and not resume:
+        raise MedvlmError(f"{out}: holds checkpoints of an interrupted run; pass --resume to continue it "
+                          "or set output.overwrite=true to start again")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def training_arguments(recipe: Recipe, out: Path, find_unused: bool, count_tokens: bool = True) -> TrainingArguments:
+    spec = recipe.train
+    return TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=spec.per_device_batch_size,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps,
+        learning_rate=spec.learning_rate, num_train_epochs=spec.epochs, max_steps=spec.max_steps,
+        warmup_steps=spec.warmup_ratio, weight_decay=spec.weight_decay, lr_scheduler_type=spec.lr_scheduler,
+        max_grad_norm=spec.max_grad_norm, seed=spec.seed, data_seed=spec.seed,
+        bf16=spec.bf16, fp16=spec.fp16, logging_steps=spec.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=spec.save_steps, save_total_limit=spec.save_total_limit,
+        report_to="none", remove_unused_columns=False, dataloader_num_workers=spec.dataloader_num_workers,
+        gradient_checkpointing=spec.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if spec.gradient_checkpointing else None,
+        deepspeed=spec.deepspeed, include_num_input_tokens_seen="non_padding" if count_tokens else "no",
+        ddp_find_unused_parameters=find_unused, disable_tqdm=False)
+
+
+def _callbacks(recipe: Recipe, out: Path) -> list:
+    callbacks: list = [JsonlLogger(out / "logs" / "train.jsonl")]
+    if recipe.train.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            from transformers.integrations import TensorBoardCallback
+        except ImportError:  # tensorboard is an optional extra
+            return callbacks
+        callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(out / "logs" / "tensorboard"))))
+    return callbacks
+
+
+def save_final_model(model: torch.nn.Module, processor, template: str, out: Path) -> Path:
+    """Write the (merged) model and processor to ``out/model`` via a staging directory."""
+    from medvlm.io import replace_dir
+
+    staging = out / ".model-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    plain = merged(model)
+    plain.save_pretrained(staging)
+    processor.chat_template = get_template(template).jinja()
+    processor.save_pretrained(staging)
+    replace_dir(staging, out / "model")
+    return out / "model"
+
+
+@dataclass
+class TrainingSetup:
+    """What the Trainer trains on: the module it optimises, the dataset and its collator."""
+
+    train_model: torch.nn.Module
+    dataset: Any
+    collator: Any
+    report: dict[str, Any]
+
+
+def _supervised_setup(recipe: Recipe, model, processor, samples: list[Sample],
+                      preparer: ImagePreparer) -> TrainingSetup:
+    encoder = ConversationEncoder(processor.tokenizer, get_template(recipe.data.template),
+                                  num_image_tokens(model.config), recipe.data.max_length,
+                                  recipe.data.system_prompt)
+    dataset = SupervisedDataset(samples, encoder, preparer, PixelCache(recipe.data.image_cache_mb << 20))
+    if not len(dataset):
+        raise DataError(f"every sample was rejected as too long for max_length {recipe.data.max_length}",
+                        file=recipe.source_file)
+    log.info("data: %d samples (%d truncated, %d rejected as too long)", len(dataset),
+             dataset.report.truncated, len(dataset.report.rejected))
+    return TrainingSetup(model, dataset, Collator(processor.tokenizer.pad_token_id), dataset.report.summary())
+
+
+def _contrastive_setup(recipe: Recipe, model, processor, samples: list[Sample],
+                       preparer: ImagePreparer) -> TrainingSetup:
+    from medvlm.train.contrastive import CaptionPairs, ContrastiveVisionModel, collate_pairs
+
+    pairs = CaptionPairs(samples, processor.tokenizer, preparer, PixelCache(recipe.data.image_cache_mb << 20))
+    log.info("data: %d image-caption pairs", len(pairs))
+    return TrainingSetup(ContrastiveVisionModel(model, len(processor.tokenizer)), pairs, collate_pairs,
+                         {"total": len(samples), "kept": len(pairs)})
+
+
+def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPlugin] | None = None,
+              ) -> StageResult:
+    """Train one stage as the recipe says; returns where the final model is."""
+    if not recipe.data.train:
+        raise MedvlmError(f"{recipe.source_file or 'recipe'}: data.train lists no dataset to train on")
+    trainable = trainable_components(recipe)
+    check_peft_plan(recipe.peft, trainable)
+    out = prepare_output_dir(recipe, resume)
+    write_text(out / "recipe.resolved.yaml", recipe.to_yaml())
+    data_paths = [spec.path for spec in recipe.data.train if spec.path and Path(spec.path).is_file()]
+    write_json(out / "provenance.json", provenance(data_paths, recipe=recipe.source_file, stage=recipe.train.stage))
+    set_seed(recipe.train.seed)
+
+    model, processor = load_model(recipe.model, template=recipe.data.template)
+    samples, reports = read_samples(recipe.data.train, recipe.data.on_bad_record, recipe.data.prompt_style)
+    if not samples:
+        raise DataError("the training sources yielded no samples", file=recipe.source_file)
+    preparer = ImagePreparer(processor.image_processor, recipe.data.image_aspect_ratio)
+    freeze = apply_freeze_plan(model, trainable)
+    setup = _contrastive_setup(recipe, model, processor, samples, preparer) \
+        if recipe.train.stage == "contrastive" else _supervised_setup(recipe, model, processor, samples, preparer)
+    write_json(out / "data_report.json", {"sources": reports, "encoding": setup.report})
+    if recipe.peft.method in ("lora", "dora"):
+        setup.train_model = model = apply_lora(model, recipe.peft, trainable)
+        freeze = summarize(model)
+    elif recipe.peft.method == "qlora":
+        raise MedvlmError("peft.method=qlora needs the quantization extra (see the scale-out guide)")
+    log.info("%s", freeze.describe())
+    if recipe.train.gradient_checkpointing:
+        model.enable_input_require_grads()
+
+    args = training_arguments(recipe, out, find_unused=not all(setup.dataset.has_image),
+                              count_tokens=recipe.train.stage != "contrastive")
+    trainer = MedvlmTrainer(
+        model=setup.train_model, args=args, train_dataset=setup.dataset, data_collator=setup.collator,
+        processing_class=processor, callbacks=_callbacks(recipe, out), projector_lr=recipe.train.projector_lr,
+        loss_plugins=loss_plugins or [], group_by_modality_length=recipe.data.group_by_modality_length)
+    checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
+    if resume:
+        log.info("resuming from %s", checkpoint or "the start (no checkpoint found)")
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    wall = time.perf_counter() - started
+    final_model = model if recipe.train.stage == "contrastive" else trainer.model
+    model_dir = save_final_model(final_model, processor, recipe.data.template, out) \
+        if trainer.is_world_process_zero() else out / "model"
+    summary = {
+        "stage": recipe.train.stage, "global_step": result.global_step, "train_loss": result.training_loss,
+        "wall_seconds": round(wall, 2), "samples": len(setup.dataset), "tokens": setup.dataset.num_tokens(),
+        "trainable": freeze.trainable, "metrics": result.metrics,
+    }
+    if trainer.is_world_process_zero():
+        write_json(out / "train_summary.json", summary)
+    return StageResult(out, model_dir, summary)

@@ -1,0 +1,57 @@
+"""The embedded demo: a shortened run in the default suite, the full one (targets) marked slow."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from medvlm.demo import run_demo
+
+SHORT = ["vision.train.max_steps=30", "base.train.max_steps=40", "align.train.max_steps=10",
+         "instruct.train.max_steps=10", "finetune.train.max_steps=30"]
+
+
+def check_scores_schema(scores: dict) -> None:
+    assert set(scores) >= {"n", "metrics", "breakdown", "provenance"}
+    strict = scores["metrics"]["strict"]
+    assert 0 <= strict["closed_accuracy"] <= 100 and 0 <= strict["open_exact_match"] <= 100
+    assert scores["n"] == strict["n_closed"] + strict["n_open"]
+
+
+def test_shortened_demo_runs_every_stage_and_scores(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    text = run_demo(out, overrides=SHORT)
+    for stage in ("vision", "base", "align", "instruct", "finetune"):
+        assert (out / stage / "model" / "model.safetensors").is_file(), stage
+        assert (out / stage / "recipe.resolved.yaml").is_file()
+    check_scores_schema(json.loads((out / "scores.json").read_text()))
+    summary = json.loads((out / "summary.json").read_text())
+    assert {(r["model"], r["dataset"]) for r in summary["results"]} == {
+        (m, d) for m in ("base", "finetune")
+        for d in ("synthetic-medical_vqa-test", "synthetic-general_vqa-test")}
+    assert "| finetune | synthetic-medical_vqa-test |" in text
+    answers = (out / "eval" / "finetune" / "synthetic-medical_vqa-test" / "answers.jsonl").read_text().splitlines()
+    row = json.loads(answers[0])
+    assert set(row) == {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
+    # a second run finds every stage complete and only re-reads the finished answer files
+    started = time.perf_counter()
+    run_demo(out, overrides=SHORT)
+    assert time.perf_counter() - started < 60
+
+
+@pytest.mark.slow
+def test_full_demo_meets_its_targets(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    started = time.perf_counter()
+    run_demo(out)
+    wall = time.perf_counter() - started
+    summary = {(r["model"], r["dataset"]): r for r in json.loads((out / "summary.json").read_text())["results"]}
+    final = summary[("finetune", "synthetic-medical_vqa-test")]
+    base = summary[("base", "synthetic-medical_vqa-test")]
+    print(f"demo wall {wall:.0f}s final {final} base {base}")
+    assert final["closed_accuracy"] >= 90.0 and final["open_exact_match"] >= 80.0
+    assert base["closed_accuracy"] <= 60.0 and base["open_exact_match"] <= 20.0  # near chance before adaptation
+    assert wall <= 15 * 60  # 10 minutes is the target on an idle 2-core machine; CI shares its cores
