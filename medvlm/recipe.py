@@ -141,6 +141,7 @@ class ContinualSpec(_Section):
 
 class EvalSpec(_Section):
     datasets: list[SourceSpec] = Field(default_factory=list)
+    limit: int | None = Field(None, ge=1, description="at most this many questions per dataset (quick checks)")
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(32, ge=1)
     prompt_style: PromptStyle = "plain"

@@ -30,8 +30,10 @@ def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *
     results: dict[str, dict[str, Any]] = {}
     for source in spec.datasets:
         label = dataset_label(source)
+        limits = [n for n in (source.limit, spec.limit) if n is not None]
         samples, report = read_source(source.dataset, source.path, source.split, policy=policy,  # type: ignore[arg-type]
-                                      limit=source.limit, image_root=source.image_root, **source.options)
+                                      limit=min(limits) if limits else None, image_root=source.image_root,
+                                      **source.options)
         if not samples:
             raise DataError(f"evaluation set {label} is empty", file=source.path)
         settings = PredictSettings(template=spec.template or template, prompt_style=spec.prompt_style,

@@ -11,7 +11,7 @@ import pytest
 from medvlm.demo import run_demo
 
 SHORT = ["vision.train.max_steps=30", "base.train.max_steps=40", "align.train.max_steps=10",
-         "instruct.train.max_steps=10", "finetune.train.max_steps=30"]
+         "instruct.train.max_steps=10", "finetune.train.max_steps=30", "eval.limit=48"]
 
 
 def check_scores_schema(scores: dict) -> None:
@@ -27,7 +27,9 @@ def test_shortened_demo_runs_every_stage_and_scores(tmp_path: Path) -> None:
     for stage in ("vision", "base", "align", "instruct", "finetune"):
         assert (out / stage / "model" / "model.safetensors").is_file(), stage
         assert (out / stage / "recipe.resolved.yaml").is_file()
-    check_scores_schema(json.loads((out / "scores.json").read_text()))
+    scores = json.loads((out / "scores.json").read_text())
+    check_scores_schema(scores)
+    assert scores["n"] == 48
     summary = json.loads((out / "summary.json").read_text())
     assert {(r["model"], r["dataset"]) for r in summary["results"]} == {
         (m, d) for m in ("base", "finetune")

@@ -161,3 +161,24 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, synthe
     assert expected.keys() == actual.keys()
     worst = max(float((expected[k] - actual[k]).abs().max()) for k in expected)
     assert worst == 0.0, f"resumed weights differ by up to {worst}"
+
+
+def test_lora_stage_trains_adapters_and_projector_and_saves_a_merged_model(
+        tmp_path: Path, synthetic_dir: Path, synthetic_options: dict) -> None:
+    path = stage_recipe(tmp_path, synthetic_dir, synthetic_options, "lora", max_steps=3, save_steps=100,
+                        tensorboard=True)
+    recipe = load_recipe(path, ["peft.method=lora", "peft.r=4", "peft.alpha=8"])
+    result = run_stage(recipe)
+    trainable = result.summary["trainable"]
+    assert set(trainable) == {"projector", "language_model"}
+    from medvlm.model.tiny import build_tiny
+
+    base = build_tiny("micro-clip-llama")[0]
+    assert trainable["projector"] == sum(p.numel() for n, p in base.named_parameters() if "projector" in n)
+    # LoRA: rank-4 adapters only, far fewer than the language model's own weights
+    lm_total = sum(p.numel() for n, p in base.named_parameters() if "language_model" in n or "lm_head" in n)
+    assert 0 < trainable["language_model"] < 0.2 * lm_total
+    merged = weights(result.model_dir)
+    assert not any("lora" in key for key in merged)
+    assert merged.keys() == base.state_dict().keys()
+    assert list((result.output_dir / "logs" / "tensorboard").glob("events.out.tfevents.*"))
