@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from medvlm import __version__
-from medvlm.errors import MedvlmError
+from medvlm.errors import DataError, MedvlmError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -139,6 +139,10 @@ def _data_inspect(args: argparse.Namespace) -> int:
                              image_check=args.image_check, options=_parse_options(args.option))
     print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else
           format_inspection(result, max_problems=args.max_problems))
+    if args.strict and result["problems"]:
+        first = result["problems"][0]
+        raise DataError(f"{len(result['problems'])} problem(s), the first: {first['message']}",
+                        file=first["file"], record=first["record"], key=first["key"])
     return 0
 
 
@@ -238,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how hard to check referenced images (default: parse each header)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--max-problems", type=int, help="list at most this many problems (default: all)")
+    p.add_argument("--strict", action="store_true", help="exit with status 2 when any problem is found")
     p = data.add_parser("convert", help="write a data set as LLaVA conversation JSON (downstream format)")
     _add_dataset_args(p)
     p.add_argument("--output", required=True, help="output .json (or .jsonl)")

@@ -238,15 +238,35 @@ def _functional_group(ds: Any, frame: int, sequence: str) -> Any:
     return None
 
 
-def _modality_values(arr: np.ndarray, ds: Any, frame: int) -> np.ndarray:
-    from pydicom.pixels import apply_modality_lut
+def apply_lut(values: np.ndarray, item: Any, ds: Any) -> tuple[np.ndarray, int]:
+    """Look ``values`` up in a Modality or VOI LUT Sequence item; returns (mapped values, bits per entry).
 
-    if ds.get("ModalityLUTSequence") or ("RescaleSlope" in ds and "RescaleIntercept" in ds):
-        return np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
-    transform = _functional_group(ds, frame, "PixelValueTransformationSequence")
-    if transform is not None and "RescaleSlope" in transform:
-        return arr.astype(np.float64) * float(transform.RescaleSlope) + float(transform.get("RescaleIntercept", 0))
-    return arr.astype(np.float64)
+    Written out rather than using pydicom's ``apply_voi``, which builds its index array in the LUT's
+    own dtype and so wraps around for 8-bit LUTs applied to wider stored values.
+    """
+    entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    entries = entries or 65536
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1 and first >= 32768:
+        first -= 65536  # the first mapped value is signed for signed pixel data, but often read as US
+    data = item.LUTData
+    if isinstance(data, (bytes, bytearray)):
+        little = ds.original_encoding[1] if ds.original_encoding[1] is not None else True
+        table = np.frombuffer(bytes(data), dtype="<u2" if little else ">u2")[:entries]
+    else:
+        table = np.asarray(list(data) if hasattr(data, "__len__") else [data])  # one entry reads as a scalar
+    index = np.clip(np.rint(values).astype(np.int64) - first, 0, len(table) - 1)
+    return table.astype(np.float64)[index], bits
+
+
+def _modality_values(arr: np.ndarray, ds: Any, frame: int) -> np.ndarray:
+    """Stored values → modality values (HU for CT): Modality LUT, or rescale slope and intercept."""
+    values = arr.astype(np.float64)
+    if ds.get("ModalityLUTSequence"):
+        return apply_lut(values, ds.ModalityLUTSequence[0], ds)[0]
+    holder = ds if "RescaleSlope" in ds else _functional_group(ds, frame, "PixelValueTransformationSequence")
+    if holder is not None and "RescaleSlope" in holder:
+        return values * float(holder.RescaleSlope) + float(holder.get("RescaleIntercept", 0) or 0)
+    return values
 
 
 def linear_window(values: np.ndarray, centre: float, width: float, function: str = "LINEAR") -> np.ndarray:
@@ -293,13 +313,9 @@ def _grey_display(arr: np.ndarray, ds: Any, frame: int, settings: DicomSettings)
         return linear_window(values, *CT_PRESETS[window]), str(window)
     if window == "auto":
         voi_lut = ds.get("VOILUTSequence")
-        if voi_lut and not ds.get("ModalityLUTSequence"):
-            from pydicom.pixels import apply_voi
-
-            item = voi_lut[min(settings.voi_index, len(voi_lut) - 1)]
-            depth = int(item.LUTDescriptor[2])
-            mapped = apply_voi(values.astype(np.int64), ds, index=min(settings.voi_index, len(voi_lut) - 1))
-            return np.asarray(mapped, dtype=np.float64) / float((1 << depth) - 1), "file VOI LUT"
+        if voi_lut:
+            mapped, bits = apply_lut(values, voi_lut[min(settings.voi_index, len(voi_lut) - 1)], ds)
+            return mapped / float((1 << bits) - 1), "file VOI LUT"
         found = _file_window(ds, frame, settings.voi_index)
         if found is not None:
             centre, width, function = found
@@ -391,8 +407,13 @@ def _info(ds: Any, *, frames: int, frame: int | None, window: str | None) -> Dic
 
 
 def dicom_info(path: str | os.PathLike) -> DicomInfo:
-    """Allow-listed metadata from the header only (no pixel decoding)."""
+    """Allow-listed metadata from the header only (no pixel decoding).
+
+    Raises :class:`DataError` for files that describe no image (reports, plans, waveforms).
+    """
     ds = _read(Path(path), pixels=False)
+    if "Rows" not in ds or "Columns" not in ds or "BitsAllocated" not in ds:
+        raise DataError(f"DICOM file has no image (modality {ds.get('Modality', 'unknown')}): {path}")
     try:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
     except (TypeError, ValueError):

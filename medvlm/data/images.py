@@ -93,10 +93,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to RGB: 16-bit and float grey rescaled, transparency composited on black."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        if image.mode != "F" and values.max(initial=0) <= 255:
+        low, high = float(values.min()), float(values.max())
+        if image.mode != "F" and low >= 0 and high <= 255:
             scaled = values  # 8-bit content stored in a wide mode
-        else:
-            low, high = float(values.min(initial=0)), float(values.max(initial=0))
+        else:  # 12/16-bit grey (X-ray PNGs, TIFFs): stretch what is used, not the nominal 65535
             scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
         return Image.fromarray(np.rint(scaled).clip(0, 255).astype(np.uint8), "L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info:

@@ -15,7 +15,7 @@ or ``conversations`` (LLaVA ``[{from, value}]`` turns). Images may be a ``datase
 (text-only). Embedded image bytes are written once, content-addressed, into ``image_cache``
 (default ``$MEDVLM_CACHE/images`` or ``~/.cache/medvlm/images``) so the rest of medvlm can treat
 them as files. Without an ``answer_type`` column, yes/no answers are CLOSED and the rest OPEN
-(``closed_rule: yesno``; ``none`` leaves it unset). ``name`` sets ``meta.dataset``.
+(``closed_rule: yesno``; ``none`` leaves it unset). ``dataset_name`` sets ``meta.dataset``.
 """
 
 from __future__ import annotations
@@ -280,12 +280,12 @@ def read_rows(path: str, split: str, report: ReadReport, *, name: str, image_roo
 
 @register_source("hf")
 def read(path: str | None, split: str, report: ReadReport, image_root: str | None = None,
-         columns: dict[str, Any] | None = None, name: str = "hf", image_cache: str | None = None,
+         columns: dict[str, Any] | None = None, dataset_name: str = "hf", image_cache: str | None = None,
          closed_rule: str = "yesno", **options: Any) -> Iterator[Sample]:
     if path is None:
         raise DataError("the hf source needs a path: a datasets directory, an .arrow/.parquet file or a folder")
-    fields.check_options("hf", options, ("columns", "name", "image_cache", "closed_rule"), file=path)
+    fields.check_options("hf", options, ("columns", "dataset_name", "image_cache", "closed_rule"), file=path)
     if columns is not None and not isinstance(columns, dict):
         raise DataError("option columns must be a mapping, e.g. {question: q, answer: a}", file=path, key="columns")
-    yield from read_rows(path, split, report, name=name, image_root=image_root, columns=columns,
+    yield from read_rows(path, split, report, name=dataset_name, image_root=image_root, columns=columns,
                          image_cache=image_cache, closed_rule=closed_rule)
