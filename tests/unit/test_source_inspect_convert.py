@@ -20,8 +20,7 @@ from medvlm.data.sources import read_source
 from medvlm.errors import DataError
 from medvlm.recipe import SourceSpec
 from medvlm.train.stage import read_samples
-from tests.helpers.data_fixtures import write_image, write_json
-from tests.unit.test_source_vqa_rad import OSF_RECORDS, osf
+from tests.helpers.data_fixtures import OSF_RECORDS, osf, write_image, write_json
 
 OSF_FILE = "VQA_RAD Dataset Public.json"
 

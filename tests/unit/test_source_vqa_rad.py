@@ -9,29 +9,7 @@ import pytest
 from medvlm.data.sources import read_source
 from medvlm.data.sources.vqa_rad import normalise_question_type
 from medvlm.errors import DataError
-from tests.helpers.data_fixtures import write_image, write_json
-
-
-def osf(qid, phrase, image, question, answer, answer_type, question_type="PRES", organ="HEAD", **more):
-    record = {"qid": qid, "phrase_type": phrase, "qid_linked_id": f"uuid-{qid}",
-              "image_case_url": "https://medpix.nlm.nih.gov/case?id=x", "image_name": image, "image_organ": organ,
-              "evaluation": "not evaluated", "question": question, "question_rephrase": "NULL",
-              "question_relation": "NULL", "question_frame": "NULL", "question_type": question_type,
-              "answer": answer, "answer_type": answer_type}
-    record.update(more)
-    return record
-
-
-OSF_RECORDS = [
-    osf("0", "freeform", "synpic1.jpg", "Are regions of the brain infarcted?", "Yes", "CLOSED"),  # string qid
-    osf(1, "para", "synpic1.jpg", "Is the brain infarcted?", "Yes", "CLOSED"),
-    osf(2, "freeform", "synpic2.jpg", "How many lesions?", 4, "OPEN", "COUNT", "CHEST"),  # int answer
-    osf(10, "test_freeform", "synpic2.jpg", "Is there evidence of an aortic aneurysm?", "yes", "CLOSED ",  # trailing space
-        "POS,PRES", "CHEST"),
-    osf(11, "test_para", "synpic2.jpg", "Is an aortic aneurysm present?", "yes", "CLOSED", "Other", "CHEST"),
-    osf(12, "test_freeform", "synpic3.jpg", "What organ is shown?", "liver", "OPEN", "ORGAN", "ABD"),
-]
-del OSF_RECORDS[2]["question_rephrase"]  # two OSF records lack the key entirely
+from tests.helpers.data_fixtures import OSF_RECORDS, write_image, write_json
 
 
 @pytest.fixture()
