@@ -13,7 +13,15 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.pixels import pixel_array
 
-from medvlm.data.dicom import CT_PRESETS, PHI_KEYWORDS, DicomInfo, DicomSettings, _scrub, dicom_info, read_dicom
+from medvlm.data.dicom import (
+    CT_PRESETS,
+    PHI_KEYWORDS,
+    DicomInfo,
+    DicomSettings,
+    _scrub,
+    dicom_info,
+    read_dicom,
+)
 from medvlm.data.images import ImagePreparer, check_images, load_image
 from medvlm.errors import DataError
 from tests.helpers.data_fixtures import write_json
@@ -236,8 +244,8 @@ def test_phi_never_reaches_records_outputs_or_logs(tmp_path: Path, micro_model, 
     from medvlm.data.sources import read_source
     from medvlm.eval.predict import PredictSettings, generate_answers
     from medvlm.eval.score import read_answers, score
-    from medvlm.train.stage import read_samples
     from medvlm.recipe import SourceSpec
+    from medvlm.train.stage import read_samples
 
     secrets = phi_values(PHI_FILES)
     assert {"CompressedSamples^CT1", "CompressedSamples^MR1"} <= secrets and len(secrets) > 10

@@ -95,7 +95,7 @@ def test_convert_round_trips_through_the_llava_source(vqa_dir: Path, tmp_path: P
     back, report = read_source("llava", str(out), "test", image_root=summary["image_root"])
     original, _ = read_source("vqa_rad", str(vqa_dir), "test", policy="skip")
     assert report.skipped == 0 and [s.meta.source_id for s in back] == [s.meta.source_id for s in original][:5]
-    for converted, source in zip(back, original):
+    for converted, source in zip(back, original[:5], strict=True):
         assert (converted.answer, converted.meta.answer_type, converted.meta.question_type, converted.meta.organ) == \
             (source.answer, source.meta.answer_type, source.meta.question_type, source.meta.organ)
     assert check_images(back[:3], "decode").bad == {}  # the reported image root resolves the paths

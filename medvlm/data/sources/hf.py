@@ -108,8 +108,8 @@ def _dataset_rows(dataset: Any) -> Iterator[dict[str, Any]]:
             dataset = dataset.cast_column(name, ImageFeature(decode=False))
     for batch in dataset.iter(batch_size=256):
         columns = list(batch)
-        for values in zip(*(batch[c] for c in columns)):
-            yield dict(zip(columns, values))
+        for values in zip(*(batch[c] for c in columns), strict=True):
+            yield dict(zip(columns, values, strict=True))
 
 
 def _file_rows(file: Path) -> Iterator[dict[str, Any]]:

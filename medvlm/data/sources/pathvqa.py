@@ -113,7 +113,7 @@ def _qa_pairs_lxmert(data_file: Path, report: ReadReport) -> Iterator[tuple[str,
             report.read += 1
             report.problem(bad.message, file=file, record=str(image), key=bad.key)
             continue
-        for k, (label, question) in enumerate(zip(labels, questions)):
+        for k, (label, question) in enumerate(zip(labels, questions, strict=True)):
             report.read += 1
             if not isinstance(label, dict) or not label:
                 report.problem("expected {answer: score}", file=file, record=f"{image}-{k}", key=f"labelf.pvqa[{k}]")
