@@ -176,6 +176,23 @@ def test_files_without_images_and_broken_files(tmp_path: Path) -> None:
     assert load_image(plain).size == (64, 64)
 
 
+def test_dicom_without_pixel_data_exits_2(tmp_path: Path, capsys) -> None:
+    from medvlm.cli import main
+    from medvlm.recipe import SourceSpec
+    from medvlm.train.stage import read_samples
+
+    shutil.copy(bundled("rtplan.dcm"), tmp_path / "plan.dcm")  # a radiotherapy plan: no image at all
+    data = write_json(tmp_path / "d.json", [{"id": "p7", "image": "plan.dcm", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is shown?"}, {"from": "gpt", "value": "A plan."}]}])
+    for check in ("header", "decode"):
+        assert main(["data", "inspect", "--dataset", "llava", "--path", str(data), "--image-check", check,
+                     "--strict"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"medvlm: error: {data}: record p7: key 'image': ") and "DICOM file has no" in err
+    with pytest.raises(DataError, match=r"d.json: record p7: key 'image': DICOM file has no image"):
+        read_samples([SourceSpec(dataset="llava", path=str(data))], "error")  # the training pre-pass
+
+
 @pytest.mark.parametrize("value, message", [
     ({"window": "lungs"}, "unknown window 'lungs'"),
     ({"window": [40, 0]}, "width > 0"),
