@@ -207,7 +207,7 @@ def load_sample_pixels(sample: Sample, preparer: ImagePreparer | None,
             if cache is not None:
                 cache.put(key, pixels)
         rows.append(pixels)
-    return torch.cat(rows, dim=0)
+    return rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)  # one image: no copy
 
 
 class Collator:
