@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from medvlm import __version__
-from medvlm.errors import MedvlmError
+from medvlm.errors import DataError, MedvlmError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -131,6 +131,36 @@ def _data_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("data inspect")
+def _data_inspect(args: argparse.Namespace) -> int:
+    from medvlm.data.inspect import format_inspection, inspect_dataset
+
+    result = inspect_dataset(args.dataset, args.path, args.split, image_root=args.image_root,
+                             image_check=args.image_check, options=_parse_options(args.option))
+    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else
+          format_inspection(result, max_problems=args.max_problems))
+    if args.strict and result["problems"]:
+        first = result["problems"][0]
+        raise DataError(f"{len(result['problems'])} problem(s), the first: {first['message']}",
+                        file=first["file"], record=first["record"], key=first["key"])
+    return 0
+
+
+@command("data convert")
+def _data_convert(args: argparse.Namespace) -> int:
+    from medvlm.data.convert import convert_dataset
+
+    summary = convert_dataset(args.dataset, args.path, args.split, args.output, image_root=args.image_root,
+                              options=_parse_options(args.option), prompt_style=args.prompt_style,
+                              image_position=args.image_position, policy=args.on_bad_record, limit=args.limit)
+    print(f"wrote {summary['records']} record(s) to {summary['output']}"
+          + (f"; image paths are relative to {summary['image_root']} (use it as image_root)"
+             if summary["image_root"] else ""))
+    if summary["skipped"]:
+        print(f"skipped {summary['skipped']} bad record(s): {summary['skip_reasons']}", file=sys.stderr)
+    return 0
+
+
 @command("data synth")
 def _data_synth(args: argparse.Namespace) -> int:
     from medvlm.data.synthetic import SyntheticSpec, materialise
@@ -201,6 +231,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.add_argument("-n", type=int, default=3)
+    p = data.add_parser("inspect", help="counts, image checks and every validation problem of a data set")
+    p.add_argument("--dataset", required=True, help="source name: llava, llava_med, vqa_rad, slake, pathvqa, "
+                   "roco, hf, synthetic")
+    p.add_argument("--path", help="data file or directory, as the source expects")
+    p.add_argument("--split", default="test")
+    p.add_argument("--image-root", help="directory image paths are relative to (and confined to)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="source option, repeatable")
+    p.add_argument("--image-check", choices=("none", "exists", "header", "decode"), default="header",
+                   help="how hard to check referenced images (default: parse each header)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument("--max-problems", type=int, help="list at most this many problems (default: all)")
+    p.add_argument("--strict", action="store_true", help="exit with status 2 when any problem is found")
+    p = data.add_parser("convert", help="write a data set as LLaVA conversation JSON (downstream format)")
+    _add_dataset_args(p)
+    p.add_argument("--output", required=True, help="output .json (or .jsonl)")
+    p.add_argument("--prompt-style", choices=("plain", "short_answer", "llava_med_closed"), default="plain",
+                   help="bake LLaVA-1.5's short-answer instruction or LLaVA-Med's closed suffix into questions")
+    p.add_argument("--image-position", choices=("end", "front"), default="end",
+                   help="<image> after the question (LLaVA-Med's files) or before it")
+    p.add_argument("--limit", type=int)
     p = data.add_parser("synth", help="generate the synthetic data set")
     p.add_argument("--output", required=True)
     p.add_argument("--seed", type=int, default=0)

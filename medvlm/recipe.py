@@ -80,6 +80,8 @@ class DataSpec(_Section):
     on_bad_record: Literal["error", "skip"] = "error"
     prompt_style: PromptStyle = "plain"
     image_cache_mb: int = Field(1024, ge=0, description="prepared-pixel cache per data loader process")
+    image_check: Literal["none", "exists", "header", "decode"] = Field(
+        "header", description="validate every referenced image before training (see medvlm.data.images)")
 
 
 TrainableName = Literal["vision_tower", "projector", "language_model"]

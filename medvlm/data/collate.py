@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from medvlm.data.images import ImagePreparer, PixelCache, load_image, resolve_image_path
+from medvlm.data.images import ImagePreparer, PixelCache, cache_key, load_image, resolve_image_path
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample, Turn
 from medvlm.data.templates import Rendered, Template
 from medvlm.errors import DataError
@@ -197,16 +197,17 @@ def load_sample_pixels(sample: Sample, preparer: ImagePreparer | None,
     if preparer is None:
         raise DataError("sample has images but the model has no image processor", record=sample.id)
     rows = []
+    dicom = sample.meta.extra.get("dicom")  # per-source DICOM rendering, see medvlm.data.dicom
     for path in sample.images:
         resolved = resolve_image_path(path, sample.image_root, record=sample.id)
-        key = str(resolved)
+        key = cache_key(resolved, dicom)
         pixels = cache.get(key) if cache is not None else None
         if pixels is None:
-            pixels = preparer([load_image(resolved, record=sample.id)])
+            pixels = preparer([load_image(resolved, record=sample.id, dicom=dicom)])
             if cache is not None:
                 cache.put(key, pixels)
         rows.append(pixels)
-    return torch.cat(rows, dim=0)
+    return rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)  # one image: no copy
 
 
 class Collator:

@@ -8,21 +8,35 @@ applied, grey-scale and palette images converted to RGB), DICOM files through
 * ``pad``: pad to a square filled with the image processor's mean colour, then resize (LLaVA-1.5);
 * ``resize``: squash to the square input size;
 * ``crop``: the processor's own resize and centre crop (original CLIP preprocessing).
+
+A ``.dcm``/``.dicom`` path (or any file with the DICOM marker) is accepted wherever an image path
+is; per-source DICOM settings (window, channels, frame) travel with each sample in
+``meta.extra["dicom"]``. :func:`check_images` validates every image a data set references before
+training (missing, unreadable, or outside its root), so bad images are counted and reported up front
+instead of failing mid-epoch.
 """
 
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medvlm.errors import DataError
 
+if TYPE_CHECKING:
+    from medvlm.data.records import Sample
+
 AspectMode = Literal["pad", "resize", "crop"]
+ImageCheckMode = Literal["none", "exists", "header", "decode"]
+DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
 def resolve_image_path(path: str, root: str | os.PathLike | None, *, file: str | None = None,
@@ -42,24 +56,65 @@ def resolve_image_path(path: str, root: str | os.PathLike | None, *, file: str |
     return resolved
 
 
-def load_image(path: str | os.PathLike, *, file: str | None = None, record: str | None = None) -> Image.Image:
-    """Decode one image (or DICOM) file to an RGB PIL image."""
-    path = Path(path)
-    if path.suffix.lower() in (".dcm", ".dicom"):
-        from medvlm.data.dicom import load_dicom_image  # optional dependency, imported on demand
+def is_dicom_path(path: Path) -> bool:
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    from medvlm.data.dicom import is_dicom_file
 
-        return load_dicom_image(path)
+    return path.suffix == "" and is_dicom_file(path)
+
+
+def load_image(path: str | os.PathLike, *, file: str | None = None, record: str | None = None,
+               dicom: Mapping[str, Any] | None = None) -> Image.Image:
+    """Decode one image (or DICOM) file to an RGB PIL image.
+
+    ``dicom``: :class:`medvlm.data.dicom.DicomSettings` fields for DICOM files (ignored otherwise).
+    """
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"image file not found: {path}", file=file, record=record, key="image")
+    if is_dicom_path(path):
+        from medvlm.data.dicom import load_dicom_image  # pydicom is imported on demand
+
+        try:
+            return load_dicom_image(path, dicom)
+        except DataError as exc:
+            raise DataError(str(exc), file=file, record=record, key="image") from None
     try:
         with Image.open(path) as handle:
             handle.load()
             image = ImageOps.exif_transpose(handle)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot decode image {path}: {exc}", file=file, record=record, key="image") from None
-    if image.mode in ("I;16", "I;16B", "I"):  # 16-bit grey: scale to 8 bit before RGB conversion
-        image = image.point(lambda value: value * (1 / 256)).convert("L")
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to RGB: 16-bit and float grey rescaled, transparency composited on black."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        if image.mode != "F" and low >= 0 and high <= 255:
+            scaled = values  # 8-bit content stored in a wide mode
+        else:  # 12/16-bit grey (X-ray PNGs, TIFFs): stretch what is used, not the nominal 65535
+            scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        return Image.fromarray(np.rint(scaled).clip(0, 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def cache_key(path: Path, dicom: Mapping[str, Any] | None) -> str:
+    """Prepared pixels depend on the DICOM settings too, so they are part of the cache key."""
+    if dicom and is_dicom_path(path):
+        from medvlm.data.dicom import DicomSettings
+
+        return f"{path}|{DicomSettings.parse(dicom).key()}"
+    return str(path)
 
 
 def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
@@ -129,3 +184,96 @@ class PixelCache:
         while self.used > self.max_bytes:
             _, evicted = self._items.popitem(last=False)
             self.used -= evicted.element_size() * evicted.nelement()
+
+
+# --------------------------------------------------------------------------------------------------
+# Validating the images a data set references
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageCheck:
+    """What :func:`check_images` found: counts over distinct image files, and the bad samples."""
+
+    mode: str
+    referenced: int = 0
+    present: int = 0
+    missing: int = 0
+    unreadable: int = 0
+    refused: int = 0  # outside the image root, or absolute
+    dicom_files: int = 0
+    dicom_modalities: Counter = field(default_factory=Counter)
+    bad: dict[str, tuple[str, str]] = field(default_factory=dict)  # sample id -> (record, message)
+
+    def summary(self) -> dict[str, Any]:
+        return {"mode": self.mode, "referenced": self.referenced, "present": self.present, "missing": self.missing,
+                "unreadable": self.unreadable, "refused": self.refused, "dicom_files": self.dicom_files,
+                "dicom_modalities": dict(self.dicom_modalities.most_common())}
+
+
+def _probe(path: Path, mode: str, dicom: Mapping[str, Any] | None) -> tuple[str, str | None, str | None]:
+    """(status, message, DICOM modality) for one file: status present | missing | unreadable."""
+    if not path.is_file():
+        return "missing", f"image file not found: {path}", None
+    if mode == "exists":
+        return "present", None, None
+    try:
+        if is_dicom_path(path):
+            from medvlm.data.dicom import dicom_info, read_dicom
+
+            info = read_dicom(path, dicom)[1] if mode == "decode" else dicom_info(path)
+            return "present", None, info.modality or "unknown"
+        if mode == "decode":
+            load_image(path)
+        else:
+            with Image.open(path):
+                pass  # opening reads and checks the header only
+    except DataError as exc:
+        return "unreadable", str(exc), None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return "unreadable", f"cannot decode image {path}: {exc}", None
+    return "present", None, None
+
+
+def check_images(samples: list[Sample], mode: ImageCheckMode = "header") -> ImageCheck:
+    """Check every image the samples reference (each distinct file once).
+
+    ``exists``: the file is there; ``header``: Pillow (or pydicom) can parse its header; ``decode``:
+    it decodes fully. Paths that leave their image root are refused whatever the mode.
+    """
+    check = ImageCheck(mode=mode)
+    if mode == "none":
+        return check
+    seen: dict[str, tuple[str, str | None]] = {}
+    for sample in samples:
+        record = sample.meta.source_id or sample.id
+        dicom = sample.meta.extra.get("dicom")
+        for name in sample.images:
+            try:
+                path = resolve_image_path(name, sample.image_root)
+            except DataError as exc:
+                check.refused += 1
+                check.bad.setdefault(sample.id, (record, str(exc).removeprefix("key 'image': ")))
+                continue
+            key = cache_key(path, dicom)
+            if key not in seen:
+                status, message, modality = _probe(path, mode, dicom)
+                seen[key] = (status, message)
+                check.referenced += 1
+                setattr(check, status, getattr(check, status) + 1)
+                if modality is not None:
+                    check.dicom_files += 1
+                    check.dicom_modalities[modality] += 1
+            status, message = seen[key]
+            if status != "present":
+                check.bad.setdefault(sample.id, (record, message or status))
+    return check
+
+
+def drop_bad_images(samples: list[Sample], check: ImageCheck, report: Any, *, file: str | None) -> list[Sample]:
+    """Report each sample with a bad image (raising under the error policy) and return the rest."""
+    for sample in samples:
+        if sample.id in check.bad:
+            record, message = check.bad[sample.id]
+            report.problem(message, file=file, record=record, key="image")
+    return [sample for sample in samples if sample.id not in check.bad]

@@ -26,7 +26,7 @@ import torch
 from transformers import TrainingArguments, set_seed
 
 from medvlm.data.collate import Collator, ConversationEncoder, SupervisedDataset
-from medvlm.data.images import ImagePreparer, PixelCache
+from medvlm.data.images import ImagePreparer, PixelCache, check_images, drop_bad_images
 from medvlm.data.prompts import apply_prompt_style
 from medvlm.data.records import Sample
 from medvlm.data.sources import read_source
@@ -50,15 +50,21 @@ class StageResult:
     summary: dict[str, Any]
 
 
-def read_samples(specs: list[SourceSpec], policy: str, prompt_style: str = "plain",
+def read_samples(specs: list[SourceSpec], policy: str, prompt_style: str = "plain", image_check: str = "header",
                  ) -> tuple[list[Sample], list[dict[str, Any]]]:
-    """All samples the specs name, in order, with one read report per source."""
+    """All samples the specs name, in order, with one read report per source.
+
+    Missing, unreadable or root-escaping images are reported like bad records (``image_check``).
+    """
     samples: list[Sample] = []
     reports: list[dict[str, Any]] = []
     for spec in specs:
         found, report = read_source(spec.dataset, spec.path, spec.split, policy=policy,  # type: ignore[arg-type]
                                     limit=spec.limit, image_root=spec.image_root, **spec.options)
-        reports.append({**report.summary(), "path": spec.path, "split": spec.split,
+        images = check_images(found, image_check)  # type: ignore[arg-type]
+        found = drop_bad_images(found, images, report, file=spec.path)
+        report.kept = len(found)
+        reports.append({**report.summary(), "path": spec.path, "split": spec.split, "images": images.summary(),
                         "problems": [str(p) for p in report.problems[:50]]})
         styled = [apply_prompt_style(sample, prompt_style) for sample in found]
         samples.extend(styled * spec.repeat)
@@ -175,7 +181,8 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
     set_seed(recipe.train.seed)
 
     model, processor = load_model(recipe.model, template=recipe.data.template)
-    samples, reports = read_samples(recipe.data.train, recipe.data.on_bad_record, recipe.data.prompt_style)
+    samples, reports = read_samples(recipe.data.train, recipe.data.on_bad_record, recipe.data.prompt_style,
+                                    recipe.data.image_check)
     if not samples:
         raise DataError("the training sources yielded no samples", file=recipe.source_file)
     preparer = ImagePreparer(processor.image_processor, recipe.data.image_aspect_ratio)

@@ -81,12 +81,31 @@ def get_source(name: str) -> SourceReader:
 
 def read_source(name: str, path: str | None, split: str, *, policy: Literal["error", "skip"] = "error",
                 limit: int | None = None, **options: Any) -> tuple[list[Sample], ReadReport]:
-    """Read a whole source into memory, returning the samples and what was skipped."""
+    """Read a whole source into memory, returning the samples and what was skipped.
+
+    The ``dicom`` option (any source: window, channels, frame — see
+    :class:`medvlm.data.dicom.DicomSettings`) is validated here and attached to every sample, so the
+    same rendering applies in training, prediction and inspection.
+    """
     report = ReadReport(source=name, policy=policy)
+    dicom = _dicom_settings(options.pop("dicom", None), path)
     samples: list[Sample] = []
     for sample in get_source(name)(path, split, report, **options):
+        if dicom is not None:
+            sample.meta.extra["dicom"] = dicom
         samples.append(sample)
         if limit is not None and len(samples) >= limit:
             break
     report.kept = len(samples)
     return samples, report
+
+
+def _dicom_settings(value: Any, path: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    from medvlm.data.dicom import DicomSettings
+
+    try:
+        return DicomSettings.parse(value).to_dict()
+    except DataError as exc:
+        raise DataError(f"option {exc}", file=path) from None
