@@ -35,6 +35,9 @@ def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
     for noisy in ("DeepSpeed", "torch.distributed", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # bitsandbytes warns at import that an optional CPU kernel cannot be fetched from the Hub (it never
+    # can offline); the built-in fallback is used and nothing is wrong.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def _parse_options(pairs: list[str] | None) -> dict:

@@ -18,8 +18,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_missing_recipe_exits_2(capsys, tmp_path: Path) -> None:
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("medvlm: error: ") and "missing.yaml: recipe file not found" in err
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("medvlm: error: ") and "missing.yaml: recipe file not found" in last
 
 
 def test_unknown_override_exits_2(capsys, tmp_path: Path) -> None:
