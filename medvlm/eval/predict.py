@@ -31,6 +31,7 @@ from medvlm.data.prompts import apply_prompt_style
 from medvlm.data.records import Sample
 from medvlm.data.templates import get_template
 from medvlm.errors import DataError
+from medvlm.eval.answers import question_id
 from medvlm.io import append_jsonl
 from medvlm.model.build import num_image_tokens
 
@@ -50,12 +51,6 @@ class PredictSettings:
     def metadata(self) -> dict[str, Any]:
         return {"template": self.template, "prompt_style": self.prompt_style, "decoding": "greedy",
                 "max_new_tokens": self.max_new_tokens, "image_aspect_ratio": self.image_aspect_ratio}
-
-
-def question_id(sample: Sample) -> int | str:
-    """The dataset's own id (VQA-RAD qid, SLAKE qid ...), as an int when it is one."""
-    raw = sample.meta.source_id if sample.meta.source_id is not None else sample.id
-    return int(raw) if str(raw).lstrip("-").isdigit() else str(raw)
 
 
 def answer_id(qid: int | str, model_id: str) -> str:
