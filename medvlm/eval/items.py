@@ -7,6 +7,7 @@ read, so a report can be rebuilt and two systems compared without re-reading the
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from medvlm.data.records import BREAKDOWN_FIELDS, Sample
@@ -42,7 +43,9 @@ def evaluate_item(sample: Sample, row: dict[str, Any] | None, answer_type: str) 
         "question_id": question_id(sample), "answer_type": answer_type, "question": sample.question,
         "prompt": prompt, "reference": reference, "prediction": prediction,
         "meta": {name: getattr(sample.meta, name) for name in BREAKDOWN_FIELDS},
-        "image": {"root": sample.image_root, "path": sample.images[0]} if sample.images else None,
+        # the root made absolute, so a report built from another directory still finds the image
+        "image": {"root": str(Path(sample.image_root).resolve()) if sample.image_root else None,
+                  "path": sample.images[0]} if sample.images else None,
     }
     if answer_type == "CLOSED":
         if prediction is None:

@@ -18,6 +18,7 @@ The strict metrics use the same normalisation so both families compare the same 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
                 "?", "!")
@@ -65,6 +66,8 @@ def _process_punctuation(text: str) -> str:
     delete_all = _DIGIT_COMMA.search(text) is not None
     out = text
     for mark in _PUNCTUATION:
+        if mark not in text:  # replacing an absent mark is a no-op; skipping it is only faster
+            continue
         if delete_all or mark + " " in text or " " + mark in text:
             out = out.replace(mark, "")
         else:
@@ -81,6 +84,15 @@ def _process_words(text: str) -> str:
     return " ".join(words)
 
 
+@lru_cache(maxsize=1 << 16)
+def _normalize(text: str) -> str:
+    return _process_words(_process_punctuation(text.lower())).replace(",", "")
+
+
 def normalize_parity(text: str) -> str:
-    """LLaVA-Med v1.0.0 answer normalisation (lower-case, punctuation, numbers, articles, commas)."""
-    return _process_words(_process_punctuation(str(text).lower())).replace(",", "")
+    """LLaVA-Med v1.0.0 answer normalisation (lower-case, punctuation, numbers, articles, commas).
+
+    Cached: references repeat and the parity metric normalises every text twice, as the original does.
+    """
+    return _normalize(str(text))
+

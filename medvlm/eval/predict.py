@@ -57,23 +57,46 @@ def answer_id(qid: int | str, model_id: str) -> str:
     return hashlib.sha256(f"{model_id}\0{qid}".encode()).hexdigest()[:22]
 
 
-def read_answer_ids(path: Path) -> set[str]:
-    """Ids already answered; a torn last line (killed mid-write) is cut off so appends stay valid."""
+def read_answer_ids(path: Path, settings: PredictSettings | None = None) -> set[str]:
+    """Ids already answered in ``path``, for resuming.
+
+    A torn last line (a run killed mid-write) is cut off so appends stay valid; a bad line anywhere
+    else is an error, never a reason to drop the answers after it. When ``settings`` are given, the
+    file must have been written with the same model, prompt and decoding settings — resuming with
+    others would mix two experiments in one answer file.
+    """
     if not path.exists():
         return set()
     done: set[str] = set()
     good_bytes = 0
+    size = path.stat().st_size
     with open(path, "rb") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             try:
-                done.add(str(json.loads(line)["question_id"]))
-            except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
-                break
+                row = json.loads(line)
+                done.add(str(row["question_id"]))
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+                if good_bytes + len(line) == size and not line.endswith(b"\n"):
+                    break  # torn last line
+                raise DataError(f"line {number} is not an answer row; fix or remove it before resuming",
+                                file=str(path)) from None
+            if settings is not None and number == 1:
+                _check_same_settings(path, row, settings)
             good_bytes += len(line)
-    if good_bytes < path.stat().st_size:
+    if good_bytes < size:
         with open(path, "r+b") as handle:
             handle.truncate(good_bytes)
     return done
+
+
+def _check_same_settings(path: Path, row: dict[str, Any], settings: PredictSettings) -> None:
+    recorded = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+    wanted = {**settings.metadata(), "model_id": settings.model_id}
+    found = {**recorded, "model_id": row.get("model_id")}
+    differ = [f"{key} {found.get(key)!r} → {value!r}" for key, value in wanted.items() if found.get(key) != value]
+    if differ:
+        raise DataError(f"cannot resume: the file was written with other settings ({'; '.join(differ)}); "
+                        "write to a new answer file", file=str(path))
 
 
 def _batches(items: list[tuple[Sample, list[int]]], size: int) -> Iterator[list[tuple[Sample, list[int]]]]:
@@ -100,7 +123,7 @@ def generate_answers(model, processor, samples: list[Sample], settings: PredictS
                                   system_prompt=settings.system_prompt)
     preparer = ImagePreparer(processor.image_processor, settings.image_aspect_ratio)  # type: ignore[arg-type]
     out_path = Path(output) if output is not None else None
-    done = read_answer_ids(out_path) if out_path else set()
+    done = read_answer_ids(out_path, settings) if out_path else set()
 
     pending: list[tuple[Sample, list[int]]] = []
     seen: set[str] = set()
@@ -133,7 +156,7 @@ def generate_answers(model, processor, samples: list[Sample], settings: PredictS
             inputs = {key: value.to(device) for key, value in collate(items).items()}
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-            generated = model.generate(**inputs, do_sample=False, num_beams=1,
+            generated = model.generate(**inputs, do_sample=False, num_beams=1, use_cache=True,
                                        max_new_tokens=settings.max_new_tokens,
                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
             new_tokens = generated[:, inputs["input_ids"].shape[1]:]

@@ -123,7 +123,10 @@ def _model_label(provenance: dict[str, Any]) -> str:
     if predictions.stem and predictions.stem not in ("answers", "<memory>"):
         return predictions.stem
     model_id = provenance.get("model_id")
-    return Path(model_id).name if isinstance(model_id, str) and model_id else "model"
+    if not isinstance(model_id, str) or not model_id:
+        return "model"
+    path = Path(model_id)  # a run's OUT/<stage>/model is named by its stage
+    return path.parent.name if path.name == "model" and path.parent.name else path.name
 
 
 def load_continual(path: Path) -> ContinualRun:
@@ -348,6 +351,9 @@ def build_report(inputs: list[str | Path], output: str | Path, *, baseline: list
     output = Path(output)
     systems, continual = collect(list(inputs))
     baselines, _ = collect(list(baseline or []), role="baseline") if baseline else ([], [])
+    # a baseline inside an input run directory is shown once, as the baseline
+    baseline_digests = {_digest(b.scores) for b in baselines}
+    systems = [s for s in systems if _digest(s.scores) not in baseline_digests]
     if not systems and not continual:
         raise DataError("nothing to report: no scores.json or continual.json in the inputs")
     settings = systems[0].scores.get("provenance", {}).get("bootstrap", {}) if systems else {}

@@ -10,6 +10,7 @@ import pytest
 from medvlm.data.prompts import LLAVA_MED_CLOSED
 from medvlm.data.records import SampleMeta, vqa_sample
 from medvlm.data.sources import read_source
+from medvlm.errors import DataError
 from medvlm.eval.predict import PredictSettings, generate_answers
 
 
@@ -62,6 +63,17 @@ def test_answer_file_rows_and_resume(micro_model, questions, tmp_path: Path) -> 
     assert texts(final) == texts(rows)
     # nothing left to do
     assert generate_answers(model, processor, questions, settings, output=partial, show_progress=False) == []
+    # resuming with other settings would mix two experiments in one file
+    with pytest.raises(DataError, match="cannot resume: the file was written with other settings "
+                                        r"\(prompt_style 'plain' → 'short_answer'\)"):
+        generate_answers(model, processor, questions, PredictSettings(batch_size=4, max_new_tokens=6, model_id="micro",
+                                                                      prompt_style="short_answer"), output=partial)
+    # a bad line in the middle is an error, not a reason to drop the answers after it
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join([lines[0], "{oops", *lines[2:4]]) + "\n")
+    with pytest.raises(DataError, match=r"broken\.jsonl: line 2 is not an answer row"):
+        generate_answers(model, processor, questions, settings, output=broken)
+    assert len(broken.read_text().splitlines()) == 4
 
 
 def test_llava_med_prompt_style(micro_model, questions) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medvlm.eval.stats import bootstrap_ci, mcnemar_exact, paired_bootstrap, rng_for
+from medvlm.eval.stats import _resampled_means, bootstrap_ci, mcnemar_exact, paired_bootstrap, rng_for
 
 
 def test_bootstrap_is_seeded_and_covers_the_mean() -> None:
@@ -26,10 +26,19 @@ def test_bootstrap_without_data_is_nan() -> None:
     assert np.isnan(low).all() and np.isnan(high).all()
 
 
-def test_bootstrap_chunks_give_the_same_draws_shape() -> None:
+def test_bootstrap_of_continuous_values_in_chunks() -> None:
     values = np.arange(5000, dtype=float)
-    low, high = bootstrap_ci(values, 1000, rng_for(3))  # 5 M cells: several chunks
+    low, high = bootstrap_ci(values, 1000, rng_for(3))  # 5,000 distinct values: drawn in chunks
     assert low[0] < values.mean() < high[0]
+
+
+def test_multinomial_draws_have_the_index_bootstrap_distribution() -> None:
+    # the bootstrap mean of n resampled items has variance (population variance) / n
+    values = np.array([[0.0, 0.0], [1.0, 0.5], [1.0, 1.0], [0.0, 1 / 3]] * 25)
+    means = _resampled_means(values, 40_000, rng_for(5))
+    expected_sd = values.std(axis=0) / np.sqrt(len(values))
+    assert means.mean(axis=0) == pytest.approx(values.mean(axis=0), abs=2e-3)
+    assert means.std(axis=0) == pytest.approx(expected_sd, rel=0.03)
 
 
 def test_mcnemar_exact_matches_the_binomial() -> None:
