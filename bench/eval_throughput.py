@@ -54,9 +54,20 @@ def questions(data_dir: Path, count: int) -> list:
     options = {"general_images": SPEC.general_images, "medical_images": SPEC.medical_images}
     medical, _ = read_source("synthetic", str(data_dir), "test", subset="medical_vqa", **options)
     general, _ = read_source("synthetic", str(data_dir), "test", subset="general_vqa", **options)
-    text_only = [vqa_sample(id=f"text-{i}", question=f"Is statement number {i} about anatomy true?", answer="yes",
-                            meta=SampleMeta(dataset="text", split="test", answer_type="CLOSED")) for i in range(8)]
-    mixed = medical[: count * 2 // 3] + general[: count // 3 - len(text_only) // 2] + text_only[: len(text_only) // 2]
+    text_only = [
+        vqa_sample(
+            id=f"text-{i}",
+            question=f"Is statement number {i} about anatomy true?",
+            answer="yes",
+            meta=SampleMeta(dataset="text", split="test", answer_type="CLOSED"),
+        )
+        for i in range(8)
+    ]
+    mixed = (
+        medical[: count * 2 // 3]
+        + general[: count // 3 - len(text_only) // 2]
+        + text_only[: len(text_only) // 2]
+    )
     return mixed[:count]
 
 
@@ -86,7 +97,10 @@ def bench_prediction(args: argparse.Namespace, data_dir: Path) -> dict:
             times[batch_size].append(seconds)
             reference = reference or texts
             identical &= texts == reference
-            print(f"  batch size {batch_size:3d}: {seconds:7.2f} s ({len(samples) / seconds:6.1f} q/s)", flush=True)
+            print(
+                f"  batch size {batch_size:3d}: {seconds:7.2f} s ({len(samples) / seconds:6.1f} q/s)",
+                flush=True,
+            )
 
     def summary(values: list[float]) -> dict:
         median = statistics.median(values)
@@ -117,12 +131,18 @@ def scoring_items(count: int, seed: int) -> tuple[list, list[dict]]:
     for index in range(count):
         closed = rng.random() < 0.55
         reference = str(rng.choice(["yes", "no"])) if closed else str(rng.choice(OPEN_ANSWERS))
-        meta = SampleMeta(dataset="bench", split="test", answer_type="CLOSED" if closed else "OPEN",
-                          modality=str(rng.choice(["CT", "MRI", "X-Ray"])),
-                          organ=str(rng.choice(["HEAD", "CHEST", "ABD", "PELVIS", "NECK"])),
-                          question_type=str(rng.choice(["PRES", "POS", "ABN", "MODALITY", "SIZE", "PLANE", "ORGAN",
-                                                        "COUNT"])),
-                          language="zh" if rng.random() < 0.1 else "en", source_id=str(index))
+        meta = SampleMeta(
+            dataset="bench",
+            split="test",
+            answer_type="CLOSED" if closed else "OPEN",
+            modality=str(rng.choice(["CT", "MRI", "X-Ray"])),
+            organ=str(rng.choice(["HEAD", "CHEST", "ABD", "PELVIS", "NECK"])),
+            question_type=str(
+                rng.choice(["PRES", "POS", "ABN", "MODALITY", "SIZE", "PLANE", "ORGAN", "COUNT"])
+            ),
+            language="zh" if rng.random() < 0.1 else "en",
+            source_id=str(index),
+        )
         samples.append(vqa_sample(id=str(index), question=f"Question {index}?", answer=reference, meta=meta))
         kind = rng.random()
         if kind < 0.01:
@@ -137,8 +157,16 @@ def scoring_items(count: int, seed: int) -> tuple[list, list[dict]]:
             text = ("Yes, " if rng.random() < 0.5 else "") + " ".join(words) + "."
         else:
             text = str(rng.choice(OPEN_ANSWERS + ["yes", "no"]))
-        rows.append({"question_id": index, "prompt": f"Question {index}?", "text": text, "answer_id": str(index),
-                     "model_id": "bench", "metadata": {}})
+        rows.append(
+            {
+                "question_id": index,
+                "prompt": f"Question {index}?",
+                "text": text,
+                "answer_id": str(index),
+                "model_id": "bench",
+                "metadata": {},
+            }
+        )
     return samples, rows
 
 
@@ -156,13 +184,20 @@ def bench_scoring(args: argparse.Namespace, work: Path) -> dict:
         print(f"  scoring {args.items} items: {seconds[-1]:.2f} s", flush=True)
     cells = sum(len(cells) for groups in result.scores["breakdown"].values() for cells in groups.values())
     median = statistics.median(seconds)
-    return {"items": args.items, "open": result.scores["metrics"]["strict"]["n_open"],
-            "closed": result.scores["metrics"]["strict"]["n_closed"],
-            "missing": result.scores["missing_predictions"]["count"], "bootstrap": args.bootstrap,
-            "breakdown_cells": cells, "includes": "read answer file, join, all metrics (nltk BLEU x4 per open item), "
-            "breakdowns with bootstrap CIs, confusion matrix, write scores.json + items file",
-            "seconds": [round(s, 3) for s in seconds], "median_s": round(median, 3), "target_s": 10.0,
-            "meets_target": median < 10.0}
+    return {
+        "items": args.items,
+        "open": result.scores["metrics"]["strict"]["n_open"],
+        "closed": result.scores["metrics"]["strict"]["n_closed"],
+        "missing": result.scores["missing_predictions"]["count"],
+        "bootstrap": args.bootstrap,
+        "breakdown_cells": cells,
+        "includes": "read answer file, join, all metrics (nltk BLEU x4 per open item), "
+        "breakdowns with bootstrap CIs, confusion matrix, write scores.json + items file",
+        "seconds": [round(s, 3) for s in seconds],
+        "median_s": round(median, 3),
+        "target_s": 10.0,
+        "meets_target": median < 10.0,
+    }
 
 
 def main() -> None:
@@ -171,7 +206,9 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--max-new-tokens", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--model", help="a Hugging Face llava directory (default: random-init tiny-clip-llama)")
+    parser.add_argument(
+        "--model", help="a Hugging Face llava directory (default: random-init tiny-clip-llama)"
+    )
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args()
@@ -185,10 +222,16 @@ def main() -> None:
         scoring = bench_scoring(args, work)
     result = {
         "benchmark": "eval_throughput",
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-                    "torch": torch.__version__, "load_average_start": [round(x, 2) for x in load_start],
-                    "load_average_end": [round(x, 2) for x in os.getloadavg()]},
-        "prediction": prediction, "scoring": scoring,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "load_average_start": [round(x, 2) for x in load_start],
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        },
+        "prediction": prediction,
+        "scoring": scoring,
     }
     RESULTS.mkdir(exist_ok=True)
     write_json(RESULTS / "eval_throughput.json", result)

@@ -37,14 +37,18 @@ class AnswerFile:
     problems: list[Problem] = field(default_factory=list)
     lines: int = 0
 
-    def problem(self, policy: Policy, message: str, *, record: str | None = None, key: str | None = None) -> None:
+    def problem(
+        self, policy: Policy, message: str, *, record: str | None = None, key: str | None = None
+    ) -> None:
         if policy == "error":
             raise DataError(message, file=self.path, record=record, key=key)
         self.problems.append(Problem(self.path, record, key, message))
 
     def describe(self) -> dict[str, Any]:
         """Who answered and how, as recorded in the rows (LLaVA-Med's files record almost nothing)."""
-        models = Counter(str(row.get("model_id")) for row in self.rows.values() if row.get("model_id") is not None)
+        models = Counter(
+            str(row.get("model_id")) for row in self.rows.values() if row.get("model_id") is not None
+        )
         metadata: dict[str, Counter] = {}
         for row in self.rows.values():
             meta = row.get("metadata")
@@ -85,14 +89,23 @@ def read_answer_file(path: str | Path, policy: Policy = "error") -> AnswerFile:
                 answers.problem(policy, "no question_id", record=where, key="question_id")
                 continue
             if not isinstance(row.get("text"), str):
-                answers.problem(policy, f"text is {type(row.get('text')).__name__}, not a string", record=where,
-                                key="text")
+                answers.problem(
+                    policy,
+                    f"text is {type(row.get('text')).__name__}, not a string",
+                    record=where,
+                    key="text",
+                )
                 continue
             qid = str(row["question_id"])
             if qid in answers.rows:
                 same = answers.rows[qid]["text"] == row["text"]
-                answers.problem(policy, f"duplicate prediction for question {qid} ({'same' if same else 'different'}"
-                                " text; the first is kept)", record=where, key="question_id")
+                answers.problem(
+                    policy,
+                    f"duplicate prediction for question {qid} ({'same' if same else 'different'}"
+                    " text; the first is kept)",
+                    record=where,
+                    key="question_id",
+                )
                 continue
             answers.rows[qid] = row
     return answers

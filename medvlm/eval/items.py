@@ -54,7 +54,11 @@ def evaluate_item(sample: Sample, row: dict[str, Any] | None, answer_type: str) 
         else:
             judged = judge_closed(prediction, reference, prompt or sample.question)
             item["llava_med"] = {"hit": closed_hit(prediction, reference)}
-            item["strict"] = {"correct": float(judged.correct), "label": judged.label, "reason": judged.reason}
+            item["strict"] = {
+                "correct": float(judged.correct),
+                "label": judged.label,
+                "reason": judged.reason,
+            }
     elif prediction is None:
         item["llava_med"] = zero_open_item()
         item["strict"] = {"exact_match": 0.0, "f1": 0.0}

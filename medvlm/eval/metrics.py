@@ -78,8 +78,16 @@ def open_item(prediction: str, reference: str) -> dict[str, float]:
     pred, ref = normalize_parity(prediction), normalize_parity(reference)
     tokens = token_scores(pred, ref)  # normalises again, as the original's helper does
     bleu, bleu_1, bleu_2, bleu_3 = bleu_scores(pred, ref)
-    return {"recall": tokens.recall, "precision": tokens.precision, "f1": tokens.f1,
-            "exact": script_exact(pred, ref), "bleu": bleu, "bleu_1": bleu_1, "bleu_2": bleu_2, "bleu_3": bleu_3}
+    return {
+        "recall": tokens.recall,
+        "precision": tokens.precision,
+        "f1": tokens.f1,
+        "exact": script_exact(pred, ref),
+        "bleu": bleu,
+        "bleu_1": bleu_1,
+        "bleu_2": bleu_2,
+        "bleu_3": bleu_3,
+    }
 
 
 def zero_open_item() -> dict[str, float]:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-_PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
-                "?", "!")
+# the original's marks, in its order: ; / [ ] " { } ( ) = + \ _ - > < @ ` , ? !
+_PUNCTUATION = tuple(';/[]"{}()=+\\_-><@`,?!')
 _DIGIT_COMMA = re.compile(r"(\d)(,)(\d)")
 # The original's "(?!<=\d)" is a typo for a look-behind and never matches, so only "(?!\d)" acts.
 _PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")

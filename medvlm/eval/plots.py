@@ -32,8 +32,13 @@ METRIC_LABELS = {
     "strict.open_exact_match": "open exact (strict)",
     "strict.open_f1": "open F1 (strict)",
 }
-COLOURS = {"llava_med.open_recall": "#9ecae1", "llava_med.closed_accuracy": "#fdae6b",
-           "strict.closed_accuracy": "#e6550d", "strict.open_exact_match": "#3182bd", "strict.open_f1": "#08519c"}
+COLOURS = {
+    "llava_med.open_recall": "#9ecae1",
+    "llava_med.closed_accuracy": "#fdae6b",
+    "strict.closed_accuracy": "#e6550d",
+    "strict.open_exact_match": "#3182bd",
+    "strict.open_f1": "#08519c",
+}
 
 
 def _png(figure: Any) -> str:
@@ -85,8 +90,18 @@ def _counts(cells: dict[str, dict[str, Any]]) -> str:
     return ", ".join(parts)
 
 
-def matrix_plot(matrix: list[list[float | None]], row_labels: list[str], column_labels: list[str], title: str, *,
-                xlabel: str, ylabel: str, fmt: str = "{:.0f}", cmap: str = "Blues", vmax: float | None = None) -> str:
+def matrix_plot(
+    matrix: list[list[float | None]],
+    row_labels: list[str],
+    column_labels: list[str],
+    title: str,
+    *,
+    xlabel: str,
+    ylabel: str,
+    fmt: str = "{:.0f}",
+    cmap: str = "Blues",
+    vmax: float | None = None,
+) -> str:
     """An annotated heat map (confusion matrices, continual accuracy matrices)."""
     data = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
     figure, axis = plt.subplots(figsize=(1.2 + 1.1 * len(column_labels), 0.9 + 0.55 * len(row_labels)))
@@ -99,7 +114,9 @@ def matrix_plot(matrix: list[list[float | None]], row_labels: list[str], column_
             continue
         red, green, blue, _ = colours(min(max(value / top, 0.0), 1.0))
         dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
-        axis.text(j, i, fmt.format(value), ha="center", va="center", fontsize=9, color="white" if dark else "black")
+        axis.text(
+            j, i, fmt.format(value), ha="center", va="center", fontsize=9, color="white" if dark else "black"
+        )
     axis.set_xticks(range(len(column_labels)), column_labels, rotation=30, ha="right")
     axis.set_yticks(range(len(row_labels)), row_labels)
     axis.set_xlabel(xlabel)

@@ -93,7 +93,9 @@ def _check_same_settings(path: Path, row: dict[str, Any], settings: PredictSetti
     recorded = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
     wanted = {**settings.metadata(), "model_id": settings.model_id}
     found = {**recorded, "model_id": row.get("model_id")}
-    differ = [f"{key} {found.get(key)!r} → {value!r}" for key, value in wanted.items() if found.get(key) != value]
+    differ = [
+        f"{key} {found.get(key)!r} → {value!r}" for key, value in wanted.items() if found.get(key) != value
+    ]
     if differ:
         raise DataError(f"cannot resume: the file was written with other settings ({'; '.join(differ)}); "
                         "write to a new answer file", file=str(path))
@@ -114,8 +116,14 @@ def _trim_at_stop(text: str, stops: tuple[str, ...]) -> str:
 
 
 @torch.inference_mode()
-def generate_answers(model, processor, samples: list[Sample], settings: PredictSettings,
-                     output: str | os.PathLike | None = None, show_progress: bool = True) -> list[dict[str, Any]]:
+def generate_answers(
+    model,
+    processor,
+    samples: list[Sample],
+    settings: PredictSettings,
+    output: str | os.PathLike | None = None,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
     """Answer every sample; append answers to ``output`` (JSONL) and return the new ones."""
     template = get_template(settings.template)
     tokenizer = processor.tokenizer
@@ -140,7 +148,9 @@ def generate_answers(model, processor, samples: list[Sample], settings: PredictS
 
     model.eval()
     collate = Collator(tokenizer.pad_token_id, padding_side="left")
-    eos = [token for token in {tokenizer.eos_token_id, model.generation_config.eos_token_id} if token is not None]
+    eos = [
+        token for token in {tokenizer.eos_token_id, model.generation_config.eos_token_id} if token is not None
+    ]
     device = next(model.parameters()).device
     written: list[dict[str, Any]] = []
     if out_path:
@@ -150,7 +160,7 @@ def generate_answers(model, processor, samples: list[Sample], settings: PredictS
         progress = tqdm(total=len(pending), desc="predict", disable=not show_progress, unit="q")
         for batch in _batches(pending, settings.batch_size):
             items = [{"input_ids": torch.tensor(ids)} for _, ids in batch]
-            for item, (sample, _) in zip(items, batch):
+            for item, (sample, _) in zip(items, batch, strict=True):
                 if sample.has_image:
                     item["pixel_values"] = load_sample_pixels(sample, preparer)
             inputs = {key: value.to(device) for key, value in collate(items).items()}
@@ -161,11 +171,20 @@ def generate_answers(model, processor, samples: list[Sample], settings: PredictS
                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
             new_tokens = generated[:, inputs["input_ids"].shape[1]:]
             texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for (sample, _), text in zip(batch, texts):
+            for (sample, _), text in zip(batch, texts, strict=True):
                 qid = question_id(sample)
-                row = {"question_id": qid, "prompt": sample.question, "text": _trim_at_stop(text, template.stop_strings),
-                       "answer_id": answer_id(qid, settings.model_id), "model_id": settings.model_id,
-                       "metadata": {**settings.metadata(), "dataset": sample.meta.dataset, "split": sample.meta.split}}
+                row = {
+                    "question_id": qid,
+                    "prompt": sample.question,
+                    "text": _trim_at_stop(text, template.stop_strings),
+                    "answer_id": answer_id(qid, settings.model_id),
+                    "model_id": settings.model_id,
+                    "metadata": {
+                        **settings.metadata(),
+                        "dataset": sample.meta.dataset,
+                        "split": sample.meta.split,
+                    },
+                }
                 written.append(row)
                 if handle:
                     append_jsonl(handle, row)

@@ -84,7 +84,9 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", file=str(path)) from None
+        raise DataError(
+            f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", file=str(path)
+        ) from None
     except OSError as exc:
         raise DataError(f"cannot read: {exc.strerror}", file=str(path)) from None
 
@@ -109,7 +111,9 @@ def load_evaluation(path: Path, role: str = "system") -> Evaluation:
         raise DataError("expected a scores object", file=str(path))
     for key in ("n", "metrics", "breakdown"):
         if key not in scores:
-            raise DataError("not a medvlm scores.json (run 'medvlm score' to make one)", file=str(path), key=key)
+            raise DataError(
+                "not a medvlm scores.json (run 'medvlm score' to make one)", file=str(path), key=key
+            )
     items_file = path.parent / scores["items_file"] if scores.get("items_file") else items_path(path)
     provenance = scores.get("provenance", {})
     return Evaluation(path, scores, _read_items(items_file), model=_model_label(provenance),
@@ -141,11 +145,17 @@ def load_continual(path: Path) -> ContinualRun:
 
 def _digest(scores: dict[str, Any]) -> str:
     provenance = scores.get("provenance", {})
-    key = [scores.get("metrics"), (provenance.get("predictions") or {}).get("sha256"), provenance.get("dataset")]
+    key = [
+        scores.get("metrics"),
+        (provenance.get("predictions") or {}).get("sha256"),
+        provenance.get("dataset"),
+    ]
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def collect(inputs: list[str | Path], role: str = "system") -> tuple[list[Evaluation], list[tuple[Path, ContinualRun]]]:
+def collect(
+    inputs: list[str | Path], role: str = "system"
+) -> tuple[list[Evaluation], list[tuple[Path, ContinualRun]]]:
     """Scores and continual runs named by ``inputs`` (files or directories searched recursively),
     each scores file once even when a run keeps a copy of it (the demo's top-level scores.json)."""
     evaluations: list[Evaluation] = []
@@ -206,15 +216,30 @@ def worst_errors(items: list[dict[str, Any]], limit: int = WORST_ERRORS) -> list
         return item["llava_med"]["hit"] if item["answer_type"] == "CLOSED" else item["llava_med"]["recall"]
 
     wrong = [(index, item) for index, item in enumerate(items) if strict_score(item) < 1.0]
-    wrong.sort(key=lambda pair: (strict_score(pair[1]), parity_score(pair[1]), pair[1]["prediction"] is None, pair[0]))
+    wrong.sort(
+        key=lambda pair: (
+            strict_score(pair[1]),
+            parity_score(pair[1]),
+            pair[1]["prediction"] is None,
+            pair[0],
+        )
+    )
     return [_gallery_row(item, strict_score(item), parity_score(item)) for _, item in wrong[:limit]]
 
 
 def _gallery_row(item: dict[str, Any], strict: float, parity: float) -> dict[str, Any]:
     # question id, texts and scores only: no file names (DICOM names can carry patient data)
-    return {"question_id": item["question_id"], "answer_type": item["answer_type"], "question": item["question"],
-            "reference": item["reference"], "prediction": item["prediction"], "strict": strict, "parity": parity,
-            "reason": item["strict"].get("reason"), "image": item.get("image")}
+    return {
+        "question_id": item["question_id"],
+        "answer_type": item["answer_type"],
+        "question": item["question"],
+        "reference": item["reference"],
+        "prediction": item["prediction"],
+        "strict": strict,
+        "parity": parity,
+        "reason": item["strict"].get("reason"),
+        "image": item.get("image"),
+    }
 
 
 def lenient_only(items: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
@@ -232,7 +257,9 @@ def lenient_only(items: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]
     return len(rows), [_gallery_row(i, 0.0, 1.0) for i in rows[:LENIENT_EXAMPLES]]
 
 
-def comparisons(systems: list[Evaluation], baselines: list[Evaluation], n_boot: int, seed: int) -> list[dict[str, Any]]:
+def comparisons(
+    systems: list[Evaluation], baselines: list[Evaluation], n_boot: int, seed: int
+) -> list[dict[str, Any]]:
     """Each system against the baseline(s) on the same data set, from their item rows; a comparison
     made by ``medvlm score --baseline`` is listed as it was computed."""
     result = []
@@ -259,7 +286,9 @@ def _summarise_checksums(checksums: dict[str, str]) -> dict[str, Any]:
     """A short, name-free form: data file names can identify patients in some archives."""
     if len(checksums) <= 3:
         return checksums
-    combined = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(checksums.items())).encode()).hexdigest()
+    combined = hashlib.sha256(
+        "".join(f"{k}\0{v}\n" for k, v in sorted(checksums.items())).encode()
+    ).hexdigest()
     return {"files": len(checksums), "combined_sha256": combined}
 
 
@@ -312,7 +341,9 @@ def _figures(entry: dict[str, Any]) -> dict[str, Any]:
     figures: dict[str, Any] = {"breakdown": {}}
     for field_name, groups in entry["breakdown"].items():
         if field_name != "overall" and groups:
-            figures["breakdown"][field_name] = plots.breakdown_bars(groups, f"{entry['dataset']}: by {field_name}")
+            figures["breakdown"][field_name] = plots.breakdown_bars(
+                groups, f"{entry['dataset']}: by {field_name}"
+            )
     confusion = entry.get("closed_confusion")
     if confusion:
         figures["confusion"] = plots.matrix_plot(
@@ -330,8 +361,12 @@ def _continual_figures(run: dict[str, Any]) -> str:
 
 
 def _environment() -> Environment:
-    environment = Environment(loader=PackageLoader("medvlm.eval", "templates"),
-                              autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+    environment = Environment(
+        loader=PackageLoader("medvlm.eval", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
     def pct(value: Any, digits: int = 2) -> str:
         return "—" if value is None else f"{value:.{digits}f}"
@@ -341,8 +376,15 @@ def _environment() -> Environment:
     return environment
 
 
-def build_report(inputs: list[str | Path], output: str | Path, *, baseline: list[str | Path] | None = None,
-                 title: str | None = None, n_boot: int | None = None, seed: int | None = None) -> dict[str, Any]:
+def build_report(
+    inputs: list[str | Path],
+    output: str | Path,
+    *,
+    baseline: list[str | Path] | None = None,
+    title: str | None = None,
+    n_boot: int | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
     """Write ``output`` (HTML) and report.json beside it; return the report.json content.
 
     Paired comparisons use ``n_boot``/``seed``, by default the bootstrap settings the first system

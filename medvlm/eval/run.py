@@ -54,11 +54,22 @@ def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *
         target = Path(out_dir) / label
         answers_path = target / "answers.jsonl"
         generate_answers(model, processor, samples, settings, output=answers_path)
-        result = score(samples, read_answer_file(answers_path), bootstrap=spec.bootstrap_samples, seed=spec.seed,
-                       data_files=[source.path] if source.path else None, provenance={
-                           **model_provenance(model_dir), "dataset": label, "dataset_source": source.dataset,
-                           "data_path": source.path, "split": source.split, "source_options": source.options,
-                           "skipped_records": report.skipped})
+        result = score(
+            samples,
+            read_answer_file(answers_path),
+            bootstrap=spec.bootstrap_samples,
+            seed=spec.seed,
+            data_files=[source.path] if source.path else None,
+            provenance={
+                **model_provenance(model_dir),
+                "dataset": label,
+                "dataset_source": source.dataset,
+                "data_path": source.path,
+                "split": source.split,
+                "source_options": source.options,
+                "skipped_records": report.skipped,
+            },
+        )
         result.write(target / "scores.json")
         scores = result.scores
         strict = scores["metrics"]["strict"]
@@ -76,23 +87,48 @@ def score_dataset(dataset: str, path: str | None, split: str, predictions: str |
                                   **(options or {}))
     if not samples:
         raise DataError(f"no '{split}' samples in the data set", file=path)
-    result = score(samples, read_answer_file(predictions, policy),  # type: ignore[arg-type]
-                   policy=policy, bootstrap=bootstrap, seed=seed,  # type: ignore[arg-type]
-                   baseline=read_answer_file(baseline, policy) if baseline else None,  # type: ignore[arg-type]
-                   data_files=[path] if path else None,
-                   provenance={"dataset": f"{dataset}-{split}", "dataset_source": dataset, "data_path": path,
-                               "split": split, "source_options": options or {},
-                               "skipped_records": report.skipped, "skip_reasons": report.summary()["skip_reasons"]})
+    result = score(
+        samples,
+        read_answer_file(predictions, policy),  # type: ignore[arg-type]
+        policy=policy,
+        bootstrap=bootstrap,
+        seed=seed,  # type: ignore[arg-type]
+        baseline=read_answer_file(baseline, policy) if baseline else None,  # type: ignore[arg-type]
+        data_files=[path] if path else None,
+        provenance={
+            "dataset": f"{dataset}-{split}",
+            "dataset_source": dataset,
+            "data_path": path,
+            "split": split,
+            "source_options": options or {},
+            "skipped_records": report.skipped,
+            "skip_reasons": report.summary()["skip_reasons"],
+        },
+    )
     result.write(output)
     return result.scores
 
 
-def predict_dataset(model_dir: str | Path, dataset: str, path: str | None, split: str, output: str | Path, *,
-                    image_root: str | None = None, options: dict[str, Any] | None = None, policy: str = "error",
-                    limit: int | None = None, template: str = "vicuna_v1", prompt_style: str = "plain",
-                    batch_size: int = 16, max_new_tokens: int = 32, system_prompt: str | None = None,
-                    image_aspect_ratio: str = "pad", model_id: str | None = None,
-                    dtype: str = "float32") -> tuple[int, int]:
+def predict_dataset(
+    model_dir: str | Path,
+    dataset: str,
+    path: str | None,
+    split: str,
+    output: str | Path,
+    *,
+    image_root: str | None = None,
+    options: dict[str, Any] | None = None,
+    policy: str = "error",
+    limit: int | None = None,
+    template: str = "vicuna_v1",
+    prompt_style: str = "plain",
+    batch_size: int = 16,
+    max_new_tokens: int = 32,
+    system_prompt: str | None = None,
+    image_aspect_ratio: str = "pad",
+    model_id: str | None = None,
+    dtype: str = "float32",
+) -> tuple[int, int]:
     """``medvlm predict``: answer a data set into a (resumable) answer file; (written now, total)."""
     samples, report = read_source(dataset, path, split, policy=policy, limit=limit,  # type: ignore[arg-type]
                                   image_root=image_root, **(options or {}))

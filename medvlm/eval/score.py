@@ -130,7 +130,9 @@ def group_values(items: list[dict[str, Any]], field: str) -> dict[str, list[dict
     return dict(sorted(groups.items()))
 
 
-def metric_cells(items: list[dict[str, Any]], n_boot: int, seed: int, *names: str) -> dict[str, dict[str, Any]]:
+def metric_cells(
+    items: list[dict[str, Any]], n_boot: int, seed: int, *names: str
+) -> dict[str, dict[str, Any]]:
     """{metric: {value, ci_low, ci_high, n}} over ``items``; each metric over its own answer type."""
     cells: dict[str, dict[str, Any]] = {}
     for answer_type in ("OPEN", "CLOSED"):
@@ -164,11 +166,15 @@ def breakdown(items: list[dict[str, Any]], n_boot: int, seed: int) -> dict[str, 
 
 def closed_confusion(items: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Yes/no reference vs the label the strict parser read (scikit-learn's confusion matrix)."""
-    rows = [i for i in items if i["answer_type"] == "CLOSED" and normalize_parity(i["reference"]) in ("yes", "no")]
+    rows = [
+        i for i in items if i["answer_type"] == "CLOSED" and normalize_parity(i["reference"]) in ("yes", "no")
+    ]
     if not rows:
         return None
     truth = [normalize_parity(r["reference"]) for r in rows]
-    predicted = ["missing" if r["prediction"] is None else (r["strict"]["label"] or "unanswered") for r in rows]
+    predicted = [
+        "missing" if r["prediction"] is None else (r["strict"]["label"] or "unanswered") for r in rows
+    ]
     matrix = confusion_matrix(truth, predicted, labels=list(CONFUSION_PREDICTED))
     return {"true_labels": ["yes", "no"], "predicted_labels": list(CONFUSION_PREDICTED),
             "matrix": matrix[:2].tolist(), "n": len(rows)}
@@ -195,7 +201,10 @@ def prompt_style(samples_and_prompts: list[tuple[Sample, str]], recorded: Any) -
     total = len(samples_and_prompts)
     for style in PROMPT_STYLES:
         if matches[style] == total and (style != "llava_med_closed" or any_closed):
-            return {"prompt_style": style, "prompt_style_source": "inferred from the prompts in the answer file"}
+            return {
+                "prompt_style": style,
+                "prompt_style_source": "inferred from the prompts in the answer file",
+            }
     return {"prompt_style": "other", "prompt_style_source": "inferred from the prompts in the answer file",
             "prompt_style_matches": {style: matches[style] for style in PROMPT_STYLES}, "prompts": total}
 

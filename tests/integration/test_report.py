@@ -60,8 +60,12 @@ def run_dir(tmp_path_factory, micro_model, synthetic_dir: Path, synthetic_option
                  "--batch-size", "32", "--max-new-tokens", "6", "--prompt-style", "short_answer"]) == 0
     rows = [json.loads(line) for line in (root / "answers.jsonl").read_text().splitlines()]
     # the baseline answers "yes" to everything (and skips one question)
-    (root / "baseline.jsonl").write_text("".join(
-        json.dumps({"question_id": r["question_id"], "prompt": r["prompt"], "text": "yes"}) + "\n" for r in rows[1:]))
+    (root / "baseline.jsonl").write_text(
+        "".join(
+            json.dumps({"question_id": r["question_id"], "prompt": r["prompt"], "text": "yes"}) + "\n"
+            for r in rows[1:]
+        )
+    )
     assert main(["score", *data, "--predictions", str(root / "answers.jsonl"), "--output",
                  str(root / "system" / "scores.json"), "--baseline", str(root / "baseline.jsonl"),
                  "--bootstrap", "200"]) == 0
@@ -71,8 +75,23 @@ def run_dir(tmp_path_factory, micro_model, synthetic_dir: Path, synthetic_option
         run = {**CONTINUAL, "method": method, "metrics": {**CONTINUAL["metrics"], "bwt": bwt}}
         (root / method).mkdir()
         (root / method / "continual.json").write_text(json.dumps(run))
-    assert main(["report", str(root / "system"), str(root / "sac"), str(root / "seq_ft"), "--output",
-                 str(root / "out" / "report.html"), "--baseline", str(root / "base"), "--title", "test report"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(root / "system"),
+                str(root / "sac"),
+                str(root / "seq_ft"),
+                "--output",
+                str(root / "out" / "report.html"),
+                "--baseline",
+                str(root / "base"),
+                "--title",
+                "test report",
+            ]
+        )
+        == 0
+    )
     return root
 
 
@@ -103,12 +122,17 @@ def test_report_json(run_dir: Path) -> None:
     assert [row["model"] for row in report["headline"]["rows"]] == [run_dir.name, "baseline (baseline)"]
     sources = sorted(c["source"] for c in report["comparisons"])
     assert sources == ["medvlm score --baseline", "report --baseline"]
-    assert all(set(c["tests"]) >= {"strict.closed_accuracy", "llava_med.open_recall"} for c in report["comparisons"])
+    assert all(
+        set(c["tests"]) >= {"strict.closed_accuracy", "llava_med.open_recall"} for c in report["comparisons"]
+    )
     entry = report["entries"][0]
     assert 0 < len(entry["worst_errors"]) <= 12
     assert all("path" not in json.dumps(row.get("question")) for row in entry["worst_errors"])
     assert [run["method"] for run in report["continual"]] == ["sac", "seq_ft"]
-    assert {m["method"]: m["mean"]["bwt"] for m in report["continual_methods"]} == {"sac": -8.0, "seq_ft": -30.0}
+    assert {m["method"]: m["mean"]["bwt"] for m in report["continual_methods"]} == {
+        "sac": -8.0,
+        "seq_ft": -30.0,
+    }
 
 
 def test_report_html_is_self_contained(run_dir: Path) -> None:
@@ -117,16 +141,28 @@ def test_report_html_is_self_contained(run_dir: Path) -> None:
     page.feed(html)
     assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
     assert all(link.startswith("data:image/png;base64,") for link in page.links), page.links[:3]
-    decoded = [Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1]))) for image in page.images]
+    decoded = [
+        Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1]))) for image in page.images
+    ]
     assert all(picture.format == "PNG" and picture.width > 10 for picture in decoded)
     alts = [image.get("alt", "") for image in page.images]
-    assert sum(alt.startswith("scores by ") for alt in alts) == 5  # answer type, modality, organ, type, language
+    assert (
+        sum(alt.startswith("scores by ") for alt in alts) == 5
+    )  # answer type, modality, organ, type, language
     assert "closed-answer confusion matrix" in alts
     assert sum(alt.startswith("accuracy matrix ") for alt in alts) == 2
     assert "continual metrics by method" in alts
     assert sum(alt.startswith("question ") for alt in alts) >= 1  # gallery thumbnails
-    for text in ("Headline", "Comparison with the baseline", "Worst errors", "Credited only by the lenient metric",
-                 "Provenance", "Continual learning", "mcnemar_exact", "synthetic-test"):
+    for text in (
+        "Headline",
+        "Comparison with the baseline",
+        "Worst errors",
+        "Credited only by the lenient metric",
+        "Provenance",
+        "Continual learning",
+        "mcnemar_exact",
+        "synthetic-test",
+    ):
         assert text in html
 
 
@@ -149,7 +185,9 @@ def test_report_renders_in_headless_chromium(run_dir: Path) -> None:
         pytest.skip("headless Chromium not installed (Debian packages chromium and chromium-driver)")
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([driver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [driver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         for _ in range(200):
             try:
@@ -184,7 +222,9 @@ def test_report_input_errors(tmp_path: Path, capsys) -> None:
     assert "no scores.json or continual.json inside" in capsys.readouterr().err
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "continual.json").write_text(json.dumps({**CONTINUAL, "method": "x", "accuracy": [[1.0, 2.0, 3.0]]}))
+    (bad / "continual.json").write_text(
+        json.dumps({**CONTINUAL, "method": "x", "accuracy": [[1.0, 2.0, 3.0]]})
+    )
     assert main(["report", str(bad), "--output", str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err
     assert "bad/continual.json" in err and "accuracy has 1 rows; expected 3" in err

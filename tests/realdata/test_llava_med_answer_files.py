@@ -23,9 +23,19 @@ OSF = "vqa_rad/osf_original/VQA_RAD Dataset Public.json"
 ANSWERS = "llava_med/llava/eval/eval_metrics"
 # file → (parity open recall, parity closed accuracy, strict closed accuracy, strict open F1)
 EXPECTED = {
-    "answer-file-llava-zeorshot.jsonl": (12.041127437939796, 30.147058823529413, 20.58823529411765, 2.1476540891397256),
+    "answer-file-llava-zeorshot.jsonl": (
+        12.041127437939796,
+        30.147058823529413,
+        20.58823529411765,
+        2.1476540891397256,
+    ),
     "answer-file.jsonl": (17.53258845437616, 48.529411764705884, 30.514705882352942, 4.328844298080837),
-    "answer-file-1epoch.jsonl": (2.0391061452513966, 24.264705882352942, 23.16176470588235, 2.2267366401444613),
+    "answer-file-1epoch.jsonl": (
+        2.0391061452513966,
+        24.264705882352942,
+        23.16176470588235,
+        2.2267366401444613,
+    ),
 }
 
 

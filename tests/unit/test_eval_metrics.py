@@ -44,16 +44,22 @@ def test_ten_item_aggregate() -> None:
     assert summary["open_precision"] == pytest.approx(62.5, abs=1e-6)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("This is an X-ray image.", "this is x ray image"),  # '-' inside a word → space; article and period dropped
-    ("left - right", "left right"),  # a mark touching a space is deleted
-    ("1,000 cells; two nuclei", "1000 cells 2 nuclei"),  # digit,digit comma: every mark deleted
-    ("3.5 cm.", "3.5 cm"),  # a period before a digit stays
-    ("The dont", "don't"),
-    ("None of the above", "0 of above"),
-    ("somebody'd", "somebodyd"),  # the original table's typo is part of parity
-    ("Im here", "im here"),  # capitalised keys never match lower-cased text
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "This is an X-ray image.",
+            "this is x ray image",
+        ),  # '-' inside a word → space; article and period dropped
+        ("left - right", "left right"),  # a mark touching a space is deleted
+        ("1,000 cells; two nuclei", "1000 cells 2 nuclei"),  # digit,digit comma: every mark deleted
+        ("3.5 cm.", "3.5 cm"),  # a period before a digit stays
+        ("The dont", "don't"),
+        ("None of the above", "0 of above"),
+        ("somebody'd", "somebodyd"),  # the original table's typo is part of parity
+        ("Im here", "im here"),  # capitalised keys never match lower-cased text
+    ],
+)
 def test_normalisation(text: str, expected: str) -> None:
     assert normalize_parity(text) == expected
 

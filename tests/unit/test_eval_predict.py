@@ -66,8 +66,13 @@ def test_answer_file_rows_and_resume(micro_model, questions, tmp_path: Path) -> 
     # resuming with other settings would mix two experiments in one file
     with pytest.raises(DataError, match="cannot resume: the file was written with other settings "
                                         r"\(prompt_style 'plain' → 'short_answer'\)"):
-        generate_answers(model, processor, questions, PredictSettings(batch_size=4, max_new_tokens=6, model_id="micro",
-                                                                      prompt_style="short_answer"), output=partial)
+        generate_answers(
+            model,
+            processor,
+            questions,
+            PredictSettings(batch_size=4, max_new_tokens=6, model_id="micro", prompt_style="short_answer"),
+            output=partial,
+        )
     # a bad line in the middle is an error, not a reason to drop the answers after it
     broken = tmp_path / "broken.jsonl"
     broken.write_text("\n".join([lines[0], "{oops", *lines[2:4]]) + "\n")
@@ -78,8 +83,13 @@ def test_answer_file_rows_and_resume(micro_model, questions, tmp_path: Path) -> 
 
 def test_llava_med_prompt_style(micro_model, questions) -> None:
     model, processor = micro_model
-    rows = generate_answers(model, processor, questions[:6], PredictSettings(prompt_style="llava_med_closed",
-                                                                             max_new_tokens=2), show_progress=False)
+    rows = generate_answers(
+        model,
+        processor,
+        questions[:6],
+        PredictSettings(prompt_style="llava_med_closed", max_new_tokens=2),
+        show_progress=False,
+    )
     by_id = {row["question_id"]: row for row in rows}
     for sample in questions[:6]:
         prompt = by_id[sample.meta.source_id]["prompt"]

@@ -28,17 +28,29 @@ ROWS = [  # qid, type, reference, prediction
 @pytest.fixture()
 def scored(tmp_path: Path) -> Path:
     Image.new("RGB", (20, 10), (200, 30, 30)).save(tmp_path / "scan.png")
-    samples = [vqa_sample(id=q, question=f"Question {q}?", answer=ref, image="scan.png", image_root=str(tmp_path),
-                          meta=SampleMeta(dataset="t", split="test", answer_type=kind, modality="CT", source_id=q))
-               for q, kind, ref, _ in ROWS]
-    answers = answers_from_rows([{"question_id": q, "text": text} for q, _, _, text in ROWS if text is not None])
+    samples = [
+        vqa_sample(
+            id=q,
+            question=f"Question {q}?",
+            answer=ref,
+            image="scan.png",
+            image_root=str(tmp_path),
+            meta=SampleMeta(dataset="t", split="test", answer_type=kind, modality="CT", source_id=q),
+        )
+        for q, kind, ref, _ in ROWS
+    ]
+    answers = answers_from_rows(
+        [{"question_id": q, "text": text} for q, _, _, text in ROWS if text is not None]
+    )
     result = score(samples, answers, bootstrap=100, provenance={"dataset": "toy-test", "model_label": "toy"})
     result.write(tmp_path / "run" / "eval" / "scores.json")
     return tmp_path
 
 
 def items_of(root: Path) -> list[dict]:
-    return [json.loads(line) for line in (root / "run" / "eval" / "scores.items.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line) for line in (root / "run" / "eval" / "scores.items.jsonl").read_text().splitlines()
+    ]
 
 
 def test_worst_errors_order(scored: Path) -> None:
@@ -64,12 +76,16 @@ def test_report_from_a_run_directory(scored: Path) -> None:
     assert cells["llava_med.closed_accuracy"]["value"] == pytest.approx(200 / 3) and cells["n"] == 6
     html = (scored / "out" / "report.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert json.loads((scored / "out" / "report.json").read_text())["entries"][0]["missing_predictions"]["ids"] == ["f"]
+    assert json.loads((scored / "out" / "report.json").read_text())["entries"][0]["missing_predictions"][
+        "ids"
+    ] == ["f"]
     assert html.count('alt="question ') == 5  # thumbnails of the scan for every gallery card
 
 
 def test_continual_method_summary() -> None:
-    runs = [{"method": "sac", "seed": s, "metrics": {"avg": v, "bwt": -v / 10}} for s, v in ((0, 60.0), (1, 70.0))]
+    runs = [
+        {"method": "sac", "seed": s, "metrics": {"avg": v, "bwt": -v / 10}} for s, v in ((0, 60.0), (1, 70.0))
+    ]
     runs.append({"method": "seq_ft", "seed": 0, "metrics": {"avg": 50.0, "bwt": None}})
     summary = {row["method"]: row for row in method_summary(runs)}
     assert summary["sac"]["mean"]["avg"] == 65.0 and summary["sac"]["sd"]["avg"] == pytest.approx(7.0710678)

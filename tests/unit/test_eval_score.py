@@ -23,9 +23,15 @@ TEN = [
 
 
 def samples_of(rows=TEN):
-    return [vqa_sample(id=f"s{qid}", question=f"question {qid}?", answer=answer,
-                       meta=SampleMeta(dataset="t", split="test", answer_type=kind, organ=organ, source_id=str(qid)))
-            for qid, kind, organ, answer, _ in rows]
+    return [
+        vqa_sample(
+            id=f"s{qid}",
+            question=f"question {qid}?",
+            answer=answer,
+            meta=SampleMeta(dataset="t", split="test", answer_type=kind, organ=organ, source_id=str(qid)),
+        )
+        for qid, kind, organ, answer, _ in rows
+    ]
 
 
 def answers_of(rows=TEN):
@@ -39,8 +45,17 @@ def test_scores_follow_the_design_schema_and_reproduce_the_aggregate() -> None:
     assert {"n", "metrics", "breakdown", "provenance"} <= set(scores)
     assert scores["n"] == 10
     parity = scores["metrics"]["llava_med"]
-    assert list(parity) == ["open_recall", "closed_accuracy", "open_precision", "open_f1", "open_exact", "bleu",
-                            "bleu_1", "bleu_2", "bleu_3"]
+    assert list(parity) == [
+        "open_recall",
+        "closed_accuracy",
+        "open_precision",
+        "open_f1",
+        "open_exact",
+        "bleu",
+        "bleu_1",
+        "bleu_2",
+        "bleu_3",
+    ]
     assert parity["open_recall"] == pytest.approx(45.833333, abs=1e-4)
     assert parity["closed_accuracy"] == pytest.approx(50.0, abs=1e-6)
     strict = scores["metrics"]["strict"]
@@ -53,11 +68,21 @@ def test_scores_follow_the_design_schema_and_reproduce_the_aggregate() -> None:
     organ = scores["breakdown"]["organ"]
     assert set(organ) == {"ABD", "CHEST", "HEAD"}
     chest = organ["CHEST"]
-    assert chest["llava_med.closed_accuracy"]["value"] == 100.0 and chest["llava_med.closed_accuracy"]["n"] == 2
-    assert chest["llava_med.open_recall"]["value"] == pytest.approx(75.0) and chest["llava_med.open_recall"]["n"] == 2
+    assert (
+        chest["llava_med.closed_accuracy"]["value"] == 100.0 and chest["llava_med.closed_accuracy"]["n"] == 2
+    )
+    assert (
+        chest["llava_med.open_recall"]["value"] == pytest.approx(75.0)
+        and chest["llava_med.open_recall"]["n"] == 2
+    )
     overall = scores["breakdown"]["overall"]["all"]["llava_med.open_recall"]
     assert overall["ci_low"] <= overall["value"] <= overall["ci_high"] and overall["n"] == 4
-    assert set(scores["breakdown"]) == {"overall", "answer_type", "organ", "language"}  # no modality / type given
+    assert set(scores["breakdown"]) == {
+        "overall",
+        "answer_type",
+        "organ",
+        "language",
+    }  # no modality / type given
     assert scores["provenance"]["bootstrap"] == {"samples": 200, "seed": 0, "level": 0.95}
     # the same seed gives the same intervals
     again = score(samples_of(), answers_of(), bootstrap=200, seed=0).scores
@@ -75,18 +100,30 @@ def test_confusion_matrix_counts_unanswered_and_missing() -> None:
     assert confusion["matrix"] == [[1, 1, 1, 0], [1, 0, 1, 1]]
     assert scores["missing_predictions"] == {"count": 1, "ids": [11]}
     item = json.loads(json.dumps(score(samples_of(rows), answers, bootstrap=0).items[-1]))
-    assert item["prediction"] is None and item["llava_med"]["hit"] == 0.0 and item["strict"]["reason"] == "missing"
+    assert (
+        item["prediction"] is None
+        and item["llava_med"]["hit"] == 0.0
+        and item["strict"]["reason"] == "missing"
+    )
 
 
 def test_missing_open_prediction_is_wrong_not_an_empty_match() -> None:
-    rows = [(1, "OPEN", None, "the", "x")]  # the reference normalises to "" — an empty prediction would "match"
+    rows = [
+        (1, "OPEN", None, "the", "x")
+    ]  # the reference normalises to "" — an empty prediction would "match"
     scores = score(samples_of(rows), answers_from_rows([]), bootstrap=0).scores
-    assert scores["metrics"]["llava_med"]["open_recall"] == 0.0 and scores["metrics"]["strict"]["open_f1"] == 0.0
+    assert (
+        scores["metrics"]["llava_med"]["open_recall"] == 0.0 and scores["metrics"]["strict"]["open_f1"] == 0.0
+    )
 
 
 def test_unknown_ids_raise_or_are_counted(tmp_path: Path) -> None:
-    answers = answers_from_rows([{"question_id": 1, "text": "yes"}, {"question_id": 99, "text": "no"}], "a.jsonl")
-    with pytest.raises(DataError, match=r"a\.jsonl: key 'question_id': 1 prediction\(s\) for question ids not in"):
+    answers = answers_from_rows(
+        [{"question_id": 1, "text": "yes"}, {"question_id": 99, "text": "no"}], "a.jsonl"
+    )
+    with pytest.raises(
+        DataError, match=r"a\.jsonl: key 'question_id': 1 prediction\(s\) for question ids not in"
+    ):
         score(samples_of(TEN[:1]), answers)
     scores = score(samples_of(TEN[:1]), answers, policy="skip", bootstrap=0).scores
     assert scores["input_problems"]["count"] == 1
@@ -111,13 +148,18 @@ def test_bad_answer_lines(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"answers\.jsonl: record line 2: not valid JSON"):
         read_answer_file(path)
     answers = read_answer_file(path, policy="skip")
-    assert sorted(answers.rows) == ["1", "3"] and answers.rows["1"]["text"] == "Yes."  # first of the duplicates
+    assert (
+        sorted(answers.rows) == ["1", "3"] and answers.rows["1"]["text"] == "Yes."
+    )  # first of the duplicates
     kinds = [p.message for p in answers.problems]
     assert len(kinds) == 4
     assert kinds[1] == "text is NoneType, not a string" and kinds[2] == "no question_id"
     assert kinds[3].startswith("duplicate prediction for question 1 (different text")
     scores = score(samples_of(TEN[:3]), answers, policy="skip", bootstrap=0).scores
-    assert scores["input_problems"]["count"] == 4 and scores["missing_predictions"] == {"count": 1, "ids": [2]}
+    assert scores["input_problems"]["count"] == 4 and scores["missing_predictions"] == {
+        "count": 1,
+        "ids": [2],
+    }
     with pytest.raises(DataError, match="answer file not found"):
         read_answer_file(tmp_path / "none.jsonl")
 
@@ -130,7 +172,9 @@ def test_duplicate_reference_ids_are_an_error() -> None:
 def test_answer_types_are_inferred_and_counted() -> None:
     samples = [vqa_sample(id="a", question="q?", answer="Yes", meta=SampleMeta(dataset="t", split="test")),
                vqa_sample(id="b", question="q2?", answer="heart", meta=SampleMeta(dataset="t", split="test"))]
-    answers = answers_from_rows([{"question_id": "a", "text": "yes"}, {"question_id": "b", "text": "the heart"}])
+    answers = answers_from_rows(
+        [{"question_id": "a", "text": "yes"}, {"question_id": "b", "text": "the heart"}]
+    )
     scores = score(samples, answers, bootstrap=0).scores
     assert scores["inferred_answer_types"] == 2
     assert (scores["metrics"]["strict"]["n_closed"], scores["metrics"]["strict"]["n_open"]) == (1, 1)
@@ -139,13 +183,17 @@ def test_answer_types_are_inferred_and_counted() -> None:
 def test_baseline_comparison_in_scores() -> None:
     # system right on 1, 5 and 7 (strict closed: 1, 5); baseline says "yes" to everything closed
     baseline_rows = [(q, k, o, r, "yes" if k == "CLOSED" else "lung") for q, k, o, r, _ in TEN]
-    scores = score(samples_of(), answers_of(), bootstrap=300, seed=1, baseline=answers_of(baseline_rows)).scores
+    scores = score(
+        samples_of(), answers_of(), bootstrap=300, seed=1, baseline=answers_of(baseline_rows)
+    ).scores
     tests = scores["comparison"]["tests"]
     strict = tests["strict.closed_accuracy"]
     # baseline strict closed: yes on q1, q3, q6 right (3/6); system: q1, q5 (2/6)
     assert strict["test"] == "mcnemar_exact"
     assert (strict["system_only_correct"], strict["baseline_only_correct"]) == (1, 2)
-    assert strict["p_value"] == pytest.approx(1.0) and strict["difference"] == pytest.approx(100 * (2 - 3) / 6)
+    assert strict["p_value"] == pytest.approx(1.0) and strict["difference"] == pytest.approx(
+        100 * (2 - 3) / 6
+    )
     recall = tests["llava_med.open_recall"]
     assert recall["test"] == "paired_bootstrap" and recall["n"] == 4
     assert recall["difference"] == pytest.approx(45.833333 - 100 * (0.5 + 0.5 + 0 + 0) / 4, abs=1e-4)

@@ -24,7 +24,9 @@ from medvlm.eval.strict import exact_match, judge_closed, question_options, toke
     ("left", "left side", "left", True, "match"),
     ("left", "The left lung", "left", True, "match"),
 ])
-def test_closed_judgement(reference: str, prediction: str, label: str | None, correct: bool, reason: str) -> None:
+def test_closed_judgement(
+    reference: str, prediction: str, label: str | None, correct: bool, reason: str
+) -> None:
     judged = judge_closed(prediction, reference)
     assert (judged.label, judged.correct, judged.reason) == (label, correct, reason)
 
