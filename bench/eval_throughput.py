@@ -38,10 +38,10 @@ import torch  # noqa: E402
 from medvlm.data.records import SampleMeta, vqa_sample  # noqa: E402
 from medvlm.data.sources import read_source  # noqa: E402
 from medvlm.data.synthetic import SyntheticSpec, materialise  # noqa: E402
-from medvlm.eval.answers import read_answer_file  # noqa: E402
+from medvlm.eval.answers import read_answers  # noqa: E402
 from medvlm.eval.normalize import _normalize as normalize_cache  # noqa: E402
 from medvlm.eval.predict import PredictSettings, generate_answers  # noqa: E402
-from medvlm.eval.score import score  # noqa: E402
+from medvlm.eval.score import score_answers  # noqa: E402
 from medvlm.io import write_json, write_jsonl  # noqa: E402
 from medvlm.model.build import load_pretrained  # noqa: E402
 from medvlm.model.tiny import build_tiny  # noqa: E402
@@ -178,7 +178,7 @@ def bench_scoring(args: argparse.Namespace, work: Path) -> dict:
     for repeat in range(args.repeats + 1):
         normalize_cache.cache_clear()  # every repeat starts cold, as a fresh `medvlm score` does
         started = time.perf_counter()
-        result = score(samples, read_answer_file(answers_file), bootstrap=args.bootstrap, seed=0)
+        result = score_answers(samples, read_answers(answers_file), bootstrap=args.bootstrap, seed=0)
         result.write(work / f"scores-{repeat}.json")
         seconds.append(time.perf_counter() - started)
         print(f"  scoring {args.items} items: {seconds[-1]:.2f} s", flush=True)

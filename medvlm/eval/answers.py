@@ -68,7 +68,7 @@ def _single_or_counts(counts: Counter) -> Any:
     return next(iter(counts)) if len(counts) == 1 else dict(counts.most_common())
 
 
-def read_answer_file(path: str | Path, policy: Policy = "error") -> AnswerFile:
+def read_answers(path: str | Path, policy: Policy = "error") -> AnswerFile:
     """Parse an answer file; see the module docstring for how bad lines are handled."""
     path = Path(path)
     if not path.is_file():

@@ -32,7 +32,6 @@ from medvlm.data.records import Sample
 from medvlm.data.templates import get_template
 from medvlm.errors import DataError
 from medvlm.eval.answers import question_id
-from medvlm.io import append_jsonl
 from medvlm.model.build import num_image_tokens
 
 log = logging.getLogger("medvlm")
@@ -171,6 +170,7 @@ def generate_answers(
                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
             new_tokens = generated[:, inputs["input_ids"].shape[1]:]
             texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            rows = []
             for (sample, _), text in zip(batch, texts, strict=True):
                 qid = question_id(sample)
                 row = {
@@ -185,9 +185,12 @@ def generate_answers(
                         "split": sample.meta.split,
                     },
                 }
-                written.append(row)
-                if handle:
-                    append_jsonl(handle, row)
+                rows.append(row)
+            if handle:  # one flush per batch: a kill loses at most the batch in flight
+                handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+                handle.flush()
+                os.fsync(handle.fileno())
+            written += rows
             progress.update(len(batch))
         progress.close()
     finally:

@@ -8,9 +8,9 @@ from typing import Any
 
 from medvlm.data.sources import read_source
 from medvlm.errors import DataError
-from medvlm.eval.answers import read_answer_file
+from medvlm.eval.answers import read_answers
 from medvlm.eval.predict import PredictSettings, generate_answers
-from medvlm.eval.score import score
+from medvlm.eval.score import score_answers
 from medvlm.io import sha256_file
 from medvlm.model.build import load_pretrained
 from medvlm.recipe import EvalSpec, SourceSpec
@@ -54,9 +54,9 @@ def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *
         target = Path(out_dir) / label
         answers_path = target / "answers.jsonl"
         generate_answers(model, processor, samples, settings, output=answers_path)
-        result = score(
+        result = score_answers(
             samples,
-            read_answer_file(answers_path),
+            read_answers(answers_path),
             bootstrap=spec.bootstrap_samples,
             seed=spec.seed,
             data_files=[source.path] if source.path else None,
@@ -87,23 +87,17 @@ def score_dataset(dataset: str, path: str | None, split: str, predictions: str |
                                   **(options or {}))
     if not samples:
         raise DataError(f"no '{split}' samples in the data set", file=path)
-    result = score(
-        samples,
-        read_answer_file(predictions, policy),  # type: ignore[arg-type]
-        policy=policy,
-        bootstrap=bootstrap,
-        seed=seed,  # type: ignore[arg-type]
-        baseline=read_answer_file(baseline, policy) if baseline else None,  # type: ignore[arg-type]
+    answers = read_answers(predictions, policy)  # type: ignore[arg-type]
+    model_id = answers.describe().get("model_id")
+    # a model directory that still exists: its name and the recipe that trained it, when beside it
+    model = model_provenance(model_id) if isinstance(model_id, str) and Path(model_id).is_dir() else {}
+    result = score_answers(
+        samples, answers, policy=policy, bootstrap=bootstrap, seed=seed,  # type: ignore[arg-type]
+        baseline=read_answers(baseline, policy) if baseline else None,  # type: ignore[arg-type]
         data_files=[path] if path else None,
-        provenance={
-            "dataset": f"{dataset}-{split}",
-            "dataset_source": dataset,
-            "data_path": path,
-            "split": split,
-            "source_options": options or {},
-            "skipped_records": report.skipped,
-            "skip_reasons": report.summary()["skip_reasons"],
-        },
+        provenance={**model, "dataset": f"{dataset}-{split}", "dataset_source": dataset, "data_path": path,
+                    "split": split, "source_options": options or {}, "skipped_records": report.skipped,
+                    "skip_reasons": report.summary()["skip_reasons"]},
     )
     result.write(output)
     return result.scores

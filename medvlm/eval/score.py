@@ -18,6 +18,7 @@ are 0–100, as the literature reports them.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from medvlm.data.prompts import styled_question
 from medvlm.data.records import BREAKDOWN_FIELDS, Sample
 from medvlm.data.sources import Problem
 from medvlm.errors import DataError
-from medvlm.eval.answers import AnswerFile, Policy, question_id
+from medvlm.eval.answers import AnswerFile, Policy, answers_from_rows, question_id, read_answers
 from medvlm.eval.compare import paired_comparison
 from medvlm.eval.items import ITEM_METRICS, answer_type_of, evaluate_item
 from medvlm.eval.metrics import parity_summary
@@ -38,6 +39,8 @@ from medvlm.eval.normalize import normalize_parity
 from medvlm.eval.stats import bootstrap_ci, rng_for
 from medvlm.io import sha256_file, write_json, write_jsonl
 from medvlm.provenance import METRIC_VERSION, file_checksums, git_commit
+
+__all__ = ["ScoreResult", "items_path", "read_answers", "score", "score_answers"]
 
 CONFUSION_PREDICTED = ("yes", "no", "unanswered", "missing")
 PROMPT_STYLES = ("short_answer", "llava_med_closed", "plain")  # most specific first
@@ -215,9 +218,17 @@ def problems_summary(problems: list[Problem], limit: int = 50) -> dict[str, Any]
             "examples": [str(p) for p in problems[:limit]]}
 
 
-def score(samples: list[Sample], answers: AnswerFile, *, policy: Policy = "error", bootstrap: int = 1000,
-          seed: int = 0, baseline: AnswerFile | None = None, data_files: list[str | Path] | None = None,
-          provenance: dict[str, Any] | None = None) -> ScoreResult:
+def score_answers(
+    samples: list[Sample],
+    answers: AnswerFile,
+    *,
+    policy: Policy = "error",
+    bootstrap: int = 1000,
+    seed: int = 0,
+    baseline: AnswerFile | None = None,
+    data_files: list[str | Path] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> ScoreResult:
     """Score ``answers`` against ``samples``: scores.json content plus per-item rows."""
     if not samples:
         raise DataError("no reference samples to score against")
@@ -261,3 +272,22 @@ def score(samples: list[Sample], answers: AnswerFile, *, policy: Policy = "error
 def _sha256(path: str) -> str | None:
     return sha256_file(path) if Path(path).is_file() else None
 
+
+
+def score(
+    samples: list[Sample],
+    answers: AnswerFile | Mapping[str, dict[str, Any]],
+    *,
+    answers_file: str = "",
+    **options: Any,
+) -> dict[str, Any]:
+    """The scores.json content only — the call other modules make (``score(samples, read_answers(path))``).
+
+    ``answers`` may also be a plain mapping question id → answer row; ``answers_file`` names it in
+    messages and provenance. Options are those of :func:`score_answers`.
+    """
+    if not isinstance(answers, AnswerFile):
+        answers = answers_from_rows(list(answers.values()), answers_file or "<memory>")
+    elif answers_file:
+        answers.path = answers_file
+    return score_answers(samples, answers, **options).scores

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from medvlm.data import sources
-from medvlm.eval.answers import read_answer_file
+from medvlm.eval.answers import read_answers
 from medvlm.eval.run import score_dataset
-from medvlm.eval.score import score
+from medvlm.eval.score import score_answers
 from tests.helpers.osf import osf_test_samples
 
 pytestmark = pytest.mark.realdata
@@ -56,7 +56,7 @@ def check(scores: dict, name: str) -> None:
 def test_answer_files_against_osf_records(real_data: Path, name: str) -> None:
     """The joining and scoring logic on the real files, OSF records read by the test's own helper."""
     samples = osf_test_samples(real_data / OSF)
-    result = score(samples, read_answer_file(real_data / ANSWERS / name), bootstrap=200)
+    result = score_answers(samples, read_answers(real_data / ANSWERS / name), bootstrap=200)
     check(result.scores, name)
     # the lenient metric credits answers the strict one does not (never the other way round on closed)
     closed = [i for i in result.items if i["answer_type"] == "CLOSED"]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from medvlm.eval.answers import read_answer_file
-from medvlm.eval.score import score
+from medvlm.eval.answers import read_answers
+from medvlm.eval.score import score_answers
 from tests.helpers.osf import osf_test_samples
 
 OSF = [
@@ -132,8 +132,8 @@ def write_answers(path: Path, rows: list[dict]) -> Path:
 def test_llava_med_answer_lines_join_osf_records_by_qid(tmp_path: Path) -> None:
     samples = osf_test_samples(OSF)
     assert [s.meta.source_id for s in samples] == ["10", "12", "21", "33", "40"]  # train record "0" left out
-    scores = score(
-        samples, read_answer_file(write_answers(tmp_path / "answer-file.jsonl", ANSWERS)), bootstrap=0
+    scores = score_answers(
+        samples, read_answers(write_answers(tmp_path / "answer-file.jsonl", ANSWERS)), bootstrap=0
     ).scores
     assert scores["n"] == 5 and scores["missing_predictions"]["count"] == 0
     parity, strict = scores["metrics"]["llava_med"], scores["metrics"]["strict"]
@@ -160,6 +160,8 @@ def test_answer_for_a_train_qid_is_flagged(tmp_path: Path) -> None:
     with pytest.raises(
         Exception, match="1 prediction\\(s\\) for question ids not in the reference set, e.g. 0"
     ):
-        score(osf_test_samples(OSF), read_answer_file(path))
-    scores = score(osf_test_samples(OSF), read_answer_file(path, "skip"), policy="skip", bootstrap=0).scores
+        score_answers(osf_test_samples(OSF), read_answers(path))
+    scores = score_answers(
+        osf_test_samples(OSF), read_answers(path, "skip"), policy="skip", bootstrap=0
+    ).scores
     assert scores["input_problems"]["count"] == 1 and scores["n"] == 5

@@ -13,7 +13,7 @@ from medvlm.data.records import SampleMeta, vqa_sample
 from medvlm.errors import DataError
 from medvlm.eval.answers import answers_from_rows
 from medvlm.eval.report import build_report, lenient_only, method_summary, worst_errors
-from medvlm.eval.score import score
+from medvlm.eval.score import score_answers
 
 ROWS = [  # qid, type, reference, prediction
     ("a", "CLOSED", "no", "Not sure"),  # lenient hit, strict wrong (hedge)
@@ -42,7 +42,9 @@ def scored(tmp_path: Path) -> Path:
     answers = answers_from_rows(
         [{"question_id": q, "text": text} for q, _, _, text in ROWS if text is not None]
     )
-    result = score(samples, answers, bootstrap=100, provenance={"dataset": "toy-test", "model_label": "toy"})
+    result = score_answers(
+        samples, answers, bootstrap=100, provenance={"dataset": "toy-test", "model_label": "toy"}
+    )
     result.write(tmp_path / "run" / "eval" / "scores.json")
     return tmp_path
 

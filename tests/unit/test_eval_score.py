@@ -9,8 +9,8 @@ import pytest
 
 from medvlm.data.records import SampleMeta, vqa_sample
 from medvlm.errors import DataError
-from medvlm.eval.answers import answers_from_rows, read_answer_file
-from medvlm.eval.score import items_path, score
+from medvlm.eval.answers import answers_from_rows
+from medvlm.eval.score import items_path, read_answers, score, score_answers
 
 # the METHODS.md 10-item aggregate, as a data set: (qid, type, organ, reference, prediction)
 TEN = [
@@ -40,7 +40,7 @@ def answers_of(rows=TEN):
 
 
 def test_scores_follow_the_design_schema_and_reproduce_the_aggregate() -> None:
-    result = score(samples_of(), answers_of(), bootstrap=200, seed=0)
+    result = score_answers(samples_of(), answers_of(), bootstrap=200, seed=0)
     scores = result.scores
     assert {"n", "metrics", "breakdown", "provenance"} <= set(scores)
     assert scores["n"] == 10
@@ -85,21 +85,21 @@ def test_scores_follow_the_design_schema_and_reproduce_the_aggregate() -> None:
     }  # no modality / type given
     assert scores["provenance"]["bootstrap"] == {"samples": 200, "seed": 0, "level": 0.95}
     # the same seed gives the same intervals
-    again = score(samples_of(), answers_of(), bootstrap=200, seed=0).scores
+    again = score_answers(samples_of(), answers_of(), bootstrap=200, seed=0).scores
     assert again["breakdown"] == scores["breakdown"]
 
 
 def test_confusion_matrix_counts_unanswered_and_missing() -> None:
     rows = TEN[:6] + [(11, "CLOSED", "ABD", "no", "x")]
     answers = answers_of(rows[:-1] + [])  # qid 11 has no prediction
-    scores = score(samples_of(rows), answers, bootstrap=0).scores
+    scores = score_answers(samples_of(rows), answers, bootstrap=0).scores
     confusion = scores["closed_confusion"]
     assert confusion["predicted_labels"] == ["yes", "no", "unanswered", "missing"]
     # reference yes: Yes. → yes; No → no; I cannot tell → unanswered.  no: Not sure → unanswered;
     # "Yes, there is a mass" → yes; qid 11 missing.  ("left" is not a yes/no question)
     assert confusion["matrix"] == [[1, 1, 1, 0], [1, 0, 1, 1]]
     assert scores["missing_predictions"] == {"count": 1, "ids": [11]}
-    item = json.loads(json.dumps(score(samples_of(rows), answers, bootstrap=0).items[-1]))
+    item = json.loads(json.dumps(score_answers(samples_of(rows), answers, bootstrap=0).items[-1]))
     assert (
         item["prediction"] is None
         and item["llava_med"]["hit"] == 0.0
@@ -111,7 +111,7 @@ def test_missing_open_prediction_is_wrong_not_an_empty_match() -> None:
     rows = [
         (1, "OPEN", None, "the", "x")
     ]  # the reference normalises to "" — an empty prediction would "match"
-    scores = score(samples_of(rows), answers_from_rows([]), bootstrap=0).scores
+    scores = score_answers(samples_of(rows), answers_from_rows([]), bootstrap=0).scores
     assert (
         scores["metrics"]["llava_med"]["open_recall"] == 0.0 and scores["metrics"]["strict"]["open_f1"] == 0.0
     )
@@ -124,8 +124,8 @@ def test_unknown_ids_raise_or_are_counted(tmp_path: Path) -> None:
     with pytest.raises(
         DataError, match=r"a\.jsonl: key 'question_id': 1 prediction\(s\) for question ids not in"
     ):
-        score(samples_of(TEN[:1]), answers)
-    scores = score(samples_of(TEN[:1]), answers, policy="skip", bootstrap=0).scores
+        score_answers(samples_of(TEN[:1]), answers)
+    scores = score_answers(samples_of(TEN[:1]), answers, policy="skip", bootstrap=0).scores
     assert scores["input_problems"]["count"] == 1
     assert "record 99" in scores["input_problems"]["examples"][0]
 
@@ -146,8 +146,8 @@ def test_bad_answer_lines(tmp_path: Path) -> None:
         json.dumps({"question_id": 3, "text": "No"}),
     ])
     with pytest.raises(DataError, match=r"answers\.jsonl: record line 2: not valid JSON"):
-        read_answer_file(path)
-    answers = read_answer_file(path, policy="skip")
+        read_answers(path)
+    answers = read_answers(path, policy="skip")
     assert (
         sorted(answers.rows) == ["1", "3"] and answers.rows["1"]["text"] == "Yes."
     )  # first of the duplicates
@@ -155,18 +155,18 @@ def test_bad_answer_lines(tmp_path: Path) -> None:
     assert len(kinds) == 4
     assert kinds[1] == "text is NoneType, not a string" and kinds[2] == "no question_id"
     assert kinds[3].startswith("duplicate prediction for question 1 (different text")
-    scores = score(samples_of(TEN[:3]), answers, policy="skip", bootstrap=0).scores
+    scores = score_answers(samples_of(TEN[:3]), answers, policy="skip", bootstrap=0).scores
     assert scores["input_problems"]["count"] == 4 and scores["missing_predictions"] == {
         "count": 1,
         "ids": [2],
     }
     with pytest.raises(DataError, match="answer file not found"):
-        read_answer_file(tmp_path / "none.jsonl")
+        read_answers(tmp_path / "none.jsonl")
 
 
 def test_duplicate_reference_ids_are_an_error() -> None:
     with pytest.raises(DataError, match="two reference records share this question id"):
-        score(samples_of(TEN[:1] + TEN[:1]), answers_of(TEN[:1]))
+        score_answers(samples_of(TEN[:1] + TEN[:1]), answers_of(TEN[:1]))
 
 
 def test_answer_types_are_inferred_and_counted() -> None:
@@ -175,7 +175,7 @@ def test_answer_types_are_inferred_and_counted() -> None:
     answers = answers_from_rows(
         [{"question_id": "a", "text": "yes"}, {"question_id": "b", "text": "the heart"}]
     )
-    scores = score(samples, answers, bootstrap=0).scores
+    scores = score_answers(samples, answers, bootstrap=0).scores
     assert scores["inferred_answer_types"] == 2
     assert (scores["metrics"]["strict"]["n_closed"], scores["metrics"]["strict"]["n_open"]) == (1, 1)
 
@@ -183,7 +183,7 @@ def test_answer_types_are_inferred_and_counted() -> None:
 def test_baseline_comparison_in_scores() -> None:
     # system right on 1, 5 and 7 (strict closed: 1, 5); baseline says "yes" to everything closed
     baseline_rows = [(q, k, o, r, "yes" if k == "CLOSED" else "lung") for q, k, o, r, _ in TEN]
-    scores = score(
+    scores = score_answers(
         samples_of(), answers_of(), bootstrap=300, seed=1, baseline=answers_of(baseline_rows)
     ).scores
     tests = scores["comparison"]["tests"]
@@ -202,7 +202,7 @@ def test_baseline_comparison_in_scores() -> None:
 
 
 def test_items_file_is_written_beside_scores(tmp_path: Path) -> None:
-    result = score(samples_of(), answers_of(), bootstrap=0)
+    result = score_answers(samples_of(), answers_of(), bootstrap=0)
     out = tmp_path / "run" / "scores.json"
     items = result.write(out)
     assert items == items_path(out) == tmp_path / "run" / "scores.items.jsonl"
@@ -211,3 +211,16 @@ def test_items_file_is_written_beside_scores(tmp_path: Path) -> None:
     assert rows[1]["llava_med"]["hit"] == 1.0 and rows[1]["strict"] == {"correct": 0.0, "label": None,
                                                                          "reason": "hedge"}
     assert json.loads(out.read_text())["items_file"] == "scores.items.jsonl"
+
+
+def test_score_returns_the_scores_dict_for_callers_of_the_foundation_api(tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path / "answers.jsonl", [json.dumps({"question_id": q, "text": t}) for q, *_, t in TEN]
+    )
+    scores = score(samples_of(), read_answers(path), bootstrap=50)
+    assert json.loads(json.dumps(scores))["metrics"] == score_answers(samples_of(), read_answers(path),
+                                                                      bootstrap=50).scores["metrics"]
+    as_mapping = {str(q): {"question_id": q, "text": t} for q, *_, t in TEN}
+    named = score(samples_of(), as_mapping, answers_file="mine.jsonl", bootstrap=0)
+    assert named["metrics"]["llava_med"]["open_recall"] == pytest.approx(45.833333, abs=1e-4)
+    assert named["provenance"]["predictions"]["file"] == "mine.jsonl"
