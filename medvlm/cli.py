@@ -117,8 +117,10 @@ def _score(args: argparse.Namespace) -> int:
         print(f"warning: {missing} question(s) without a prediction (scored wrong), {problems} answer-file "
               f"problem(s) skipped; both are listed in {args.output}", file=sys.stderr)
     for name, test in scores.get("comparison", {}).get("tests", {}).items():
-        print(f"{name}: {test['difference']:+.2f} vs baseline (95% CI {test['ci_low']}, {test['ci_high']}; "
-              f"{test['test']} p={test['p_value']})")
+        low, high, p = (test[key] for key in ("ci_low", "ci_high", "p_value"))
+        interval = "n/a" if low is None else f"{low:.2f} to {high:.2f}"
+        print(f"{name}: {test['difference']:+.2f} points vs baseline (95% CI {interval}; {test['test']} "
+              f"p={'n/a' if p is None else f'{p:.3g}'})")
     return 0
 
 

@@ -264,10 +264,13 @@ def comparisons(
     made by ``medvlm score --baseline`` is listed as it was computed."""
     result = []
     for system in systems:
-        if system.scores.get("comparison"):
+        # a comparison made at scoring time is listed unless the same baseline is compared here again
+        recomputed = {_predictions_file(b.scores) for b in baselines if b.dataset == system.dataset}
+        embedded = system.scores.get("comparison")
+        if embedded and str(embedded.get("baseline")) not in recomputed:
             result.append({"model": system.model, "dataset": system.dataset,
-                           "baseline_model": Path(str(system.scores["comparison"]["baseline"])).stem,
-                           "source": "medvlm score --baseline", **system.scores["comparison"]})
+                           "baseline_model": Path(str(embedded["baseline"])).stem,
+                           "source": "medvlm score --baseline", **embedded})
         for baseline in baselines:
             if baseline.dataset != system.dataset or baseline.path == system.path:
                 continue
@@ -280,6 +283,10 @@ def comparisons(
                                                label=str(baseline.path)))
             result.append(entry)
     return result
+
+
+def _predictions_file(scores: dict[str, Any]) -> str:
+    return str((scores.get("provenance", {}).get("predictions") or {}).get("file"))
 
 
 def _summarise_checksums(checksums: dict[str, str]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from medvlm.cli import main
+from medvlm.eval.report import build_report
 
 CONTINUAL = {"seed": 0, "tasks": ["modality", "organ"], "probes": ["modality", "organ", "general"],
              "accuracy": [[40.0, 35.0, 70.0], [90.0, 40.0, 62.0], [82.0, 88.0, 58.0]],
@@ -120,11 +121,13 @@ def test_report_json(run_dir: Path) -> None:
     assert [e["dataset"] for e in report["entries"]] == ["synthetic-test"]
     # labels: the model directory's parent (a run's OUT/<stage>/model), the baseline file's name
     assert [row["model"] for row in report["headline"]["rows"]] == [run_dir.name, "baseline (baseline)"]
-    sources = sorted(c["source"] for c in report["comparisons"])
-    assert sources == ["medvlm score --baseline", "report --baseline"]
-    assert all(
-        set(c["tests"]) >= {"strict.closed_accuracy", "llava_med.open_recall"} for c in report["comparisons"]
-    )
+    # the pair compared at scoring time is compared again from the items, and listed once
+    assert [c["source"] for c in report["comparisons"]] == ["report --baseline"]
+    tests = report["comparisons"][0]["tests"]
+    assert set(tests) >= {"strict.closed_accuracy", "llava_med.open_recall"}
+    alone = build_report([run_dir / "system"], run_dir / "alone" / "report.html")
+    assert [c["source"] for c in alone["comparisons"]] == ["medvlm score --baseline"]
+    assert alone["comparisons"][0]["tests"] == tests  # same items, same bootstrap settings
     entry = report["entries"][0]
     assert 0 < len(entry["worst_errors"]) <= 12
     assert all("path" not in json.dumps(row.get("question")) for row in entry["worst_errors"])
