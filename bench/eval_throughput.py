@@ -12,7 +12,7 @@
    lengths, 1 % missing) scored from an answer file on disk to scores.json + items file, with 1,000
    bootstrap resamples per breakdown cell. Target: < 10 s.
 
-    python bench/eval_throughput.py [--questions 96] [--repeats 2] [--batch-sizes 16 32 64]
+    python bench/eval_throughput.py [--questions 96] [--repeats 3] [--batch-sizes 16 32 64]
 
 Writes bench/results/eval_throughput.json. Timings on a shared machine are noisy; the ratios are
 measured within one run.
@@ -205,7 +205,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=96)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--max-new-tokens", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--model", help="a Hugging Face llava directory (default: random-init tiny-clip-llama)"
     )
