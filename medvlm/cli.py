@@ -93,36 +93,47 @@ def _demo(args: argparse.Namespace) -> int:
 
 @command("predict")
 def _predict(args: argparse.Namespace) -> int:
-    from medvlm.data.sources import read_source
-    from medvlm.eval.predict import PredictSettings, generate_answers
-    from medvlm.model.build import load_pretrained
+    from medvlm.eval.run import predict_dataset
 
-    samples, report = read_source(args.dataset, args.path, args.split, policy=args.on_bad_record,
-                                  limit=args.limit, image_root=args.image_root, **_parse_options(args.option))
-    if report.skipped:
-        print(f"skipped {report.skipped} bad record(s): {report.summary()['skip_reasons']}", file=sys.stderr)
-    model, processor = load_pretrained(args.model)
-    settings = PredictSettings(template=args.template, prompt_style=args.prompt_style,
-                               batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                               system_prompt=args.system_prompt, model_id=args.model_id or args.model)
-    rows = generate_answers(model, processor, samples, settings, output=args.output)
-    print(f"wrote {len(rows)} answer(s) to {args.output} ({len(samples)} questions)")
+    written, total = predict_dataset(
+        args.model, args.dataset, args.path, args.split, args.output, image_root=args.image_root,
+        options=_parse_options(args.option), policy=args.on_bad_record, limit=args.limit,
+        template=args.template, prompt_style=args.prompt_style, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt,
+        image_aspect_ratio=args.image_aspect_ratio, model_id=args.model_id, dtype=args.dtype)
+    print(f"wrote {written} answer(s) to {args.output} ({total} questions; "
+          f"{total - written} already answered)")
     return 0
 
 
 @command("score")
 def _score(args: argparse.Namespace) -> int:
-    from medvlm.data.sources import read_source
-    from medvlm.eval.score import read_answers, score
-    from medvlm.io import write_json
+    from medvlm.eval.run import score_dataset
 
-    samples, report = read_source(args.dataset, args.path, args.split, policy=args.on_bad_record,
-                                  image_root=args.image_root, **_parse_options(args.option))
-    result = score(samples, read_answers(args.predictions), answers_file=args.predictions,
-                   provenance={"dataset": args.dataset, "data_path": args.path, "split": args.split,
-                               "predictions": args.predictions, "skipped_records": report.skipped})
-    write_json(args.output, result)
-    print(json.dumps(result["metrics"], indent=2))
+    scores = score_dataset(args.dataset, args.path, args.split, args.predictions, args.output,
+                           image_root=args.image_root, options=_parse_options(args.option),
+                           policy=args.on_bad_record, baseline=args.baseline, bootstrap=args.bootstrap,
+                           seed=args.seed)
+    print(json.dumps(scores["metrics"], indent=2))
+    missing, problems = scores["missing_predictions"]["count"], scores["input_problems"]["count"]
+    if missing or problems:
+        print(f"warning: {missing} question(s) without a prediction (scored wrong), {problems} answer-file "
+              f"problem(s) skipped; both are listed in {args.output}", file=sys.stderr)
+    for name, test in scores.get("comparison", {}).get("tests", {}).items():
+        low, high, p = (test[key] for key in ("ci_low", "ci_high", "p_value"))
+        interval = "n/a" if low is None else f"{low:.2f} to {high:.2f}"
+        print(f"{name}: {test['difference']:+.2f} points vs baseline (95% CI {interval}; {test['test']} "
+              f"p={'n/a' if p is None else f'{p:.3g}'})")
+    return 0
+
+
+@command("report")
+def _report(args: argparse.Namespace) -> int:
+    from medvlm.eval.report import build_report
+
+    report = build_report(args.inputs, args.output, baseline=args.baseline, title=args.title)
+    print(f"report: {args.output} ({len(report['entries'])} evaluation(s), "
+          f"{len(report['continual'])} continual run(s)); data: {report['json_file']}")
     return 0
 
 
@@ -222,11 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--limit", type=int)
     p.add_argument("--model-id")
+    p.add_argument("--image-aspect-ratio", choices=("pad", "resize", "crop"), default="pad")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
 
-    p = sub.add_parser("score", help="score an answer file against a dataset")
+    p = sub.add_parser("score", help="score an answer file against a dataset (LLaVA-Med parity + strict)")
     _add_dataset_args(p)
-    p.add_argument("--predictions", required=True)
-    p.add_argument("--output", required=True)
+    p.add_argument("--predictions", required=True, help="answer file (JSONL, LLaVA convention)")
+    p.add_argument("--output", required=True, help="scores.json (per-item rows go to scores.items.jsonl)")
+    p.add_argument("--baseline", help="another system's answer file: paired McNemar / bootstrap comparison")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("report", help="report.json + self-contained report.html from scores and run dirs")
+    p.add_argument("inputs", nargs="+", metavar="RUN_DIR_OR_SCORES",
+                   help="scores.json files or run directories (searched for scores.json and continual.json)")
+    p.add_argument("--output", required=True, help="report.html (report.json is written beside it)")
+    p.add_argument("--baseline", action="append", metavar="SCORES_OR_DIR",
+                   help="baseline scores (file or run directory), compared item by item; repeatable")
+    p.add_argument("--title")
 
     data = sub.add_parser("data", help="inspect, convert, preview data").add_subparsers(
         dest="data_command", required=True, metavar="DATA_COMMAND")

@@ -4,7 +4,9 @@ Runs ``recipes/demo/pipeline.yaml``: a tiny "general LLaVA" is built from scratc
 synthetic data (CLIP-style vision pretraining, then projector and language model), adapted through
 LLaVA-Med's three stages on the synthetic medical data, and evaluated — before and after — on the
 synthetic medical VQA test set and on the general probe. Leaves ``DIR/scores.json`` (the final
-model on medical VQA), ``DIR/summary.json`` and a readable ``DIR/summary.md``.
+model on medical VQA), ``DIR/summary.json``, a readable ``DIR/summary.md`` and the evaluation
+report ``DIR/report.html`` + ``DIR/report.json`` (the final model, compared item by item with the
+other evaluated stages as baselines).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from medvlm.cli import resources_dir
 from medvlm.errors import MedvlmError
+from medvlm.eval.report import build_report
 from medvlm.io import write_json, write_text
 from medvlm.train.pipeline import load_pipeline, run_pipeline
 
@@ -63,4 +66,9 @@ def run_demo(output: str | Path, overrides: list[str] | None = None, recipe: str
         write_json(out / "scores.json", next(iter(final.values())))
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", text)
+    if final:
+        baselines = [out / "eval" / stage for stage in result.evaluations if stage != final_stage]
+        build_report([out / "eval" / final_stage], out / "report.html", baseline=baselines or None,
+                     title="medvlm demo: synthetic medical VQA")
+        text += f"\nReport: {out / 'report.html'}\n"
     return text

@@ -31,7 +31,7 @@ from medvlm.data.prompts import apply_prompt_style
 from medvlm.data.records import Sample
 from medvlm.data.templates import get_template
 from medvlm.errors import DataError
-from medvlm.io import append_jsonl
+from medvlm.eval.answers import question_id
 from medvlm.model.build import num_image_tokens
 
 log = logging.getLogger("medvlm")
@@ -52,33 +52,52 @@ class PredictSettings:
                 "max_new_tokens": self.max_new_tokens, "image_aspect_ratio": self.image_aspect_ratio}
 
 
-def question_id(sample: Sample) -> int | str:
-    """The dataset's own id (VQA-RAD qid, SLAKE qid ...), as an int when it is one."""
-    raw = sample.meta.source_id if sample.meta.source_id is not None else sample.id
-    return int(raw) if str(raw).lstrip("-").isdigit() else str(raw)
-
-
 def answer_id(qid: int | str, model_id: str) -> str:
     return hashlib.sha256(f"{model_id}\0{qid}".encode()).hexdigest()[:22]
 
 
-def read_answer_ids(path: Path) -> set[str]:
-    """Ids already answered; a torn last line (killed mid-write) is cut off so appends stay valid."""
+def read_answer_ids(path: Path, settings: PredictSettings | None = None) -> set[str]:
+    """Ids already answered in ``path``, for resuming.
+
+    A torn last line (a run killed mid-write) is cut off so appends stay valid; a bad line anywhere
+    else is an error, never a reason to drop the answers after it. When ``settings`` are given, the
+    file must have been written with the same model, prompt and decoding settings — resuming with
+    others would mix two experiments in one answer file.
+    """
     if not path.exists():
         return set()
     done: set[str] = set()
     good_bytes = 0
+    size = path.stat().st_size
     with open(path, "rb") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             try:
-                done.add(str(json.loads(line)["question_id"]))
-            except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
-                break
+                row = json.loads(line)
+                done.add(str(row["question_id"]))
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+                if good_bytes + len(line) == size and not line.endswith(b"\n"):
+                    break  # torn last line
+                raise DataError(f"line {number} is not an answer row; fix or remove it before resuming",
+                                file=str(path)) from None
+            if settings is not None and number == 1:
+                _check_same_settings(path, row, settings)
             good_bytes += len(line)
-    if good_bytes < path.stat().st_size:
+    if good_bytes < size:
         with open(path, "r+b") as handle:
             handle.truncate(good_bytes)
     return done
+
+
+def _check_same_settings(path: Path, row: dict[str, Any], settings: PredictSettings) -> None:
+    recorded = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+    wanted = {**settings.metadata(), "model_id": settings.model_id}
+    found = {**recorded, "model_id": row.get("model_id")}
+    differ = [
+        f"{key} {found.get(key)!r} → {value!r}" for key, value in wanted.items() if found.get(key) != value
+    ]
+    if differ:
+        raise DataError(f"cannot resume: the file was written with other settings ({'; '.join(differ)}); "
+                        "write to a new answer file", file=str(path))
 
 
 def _batches(items: list[tuple[Sample, list[int]]], size: int) -> Iterator[list[tuple[Sample, list[int]]]]:
@@ -96,8 +115,14 @@ def _trim_at_stop(text: str, stops: tuple[str, ...]) -> str:
 
 
 @torch.inference_mode()
-def generate_answers(model, processor, samples: list[Sample], settings: PredictSettings,
-                     output: str | os.PathLike | None = None, show_progress: bool = True) -> list[dict[str, Any]]:
+def generate_answers(
+    model,
+    processor,
+    samples: list[Sample],
+    settings: PredictSettings,
+    output: str | os.PathLike | None = None,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
     """Answer every sample; append answers to ``output`` (JSONL) and return the new ones."""
     template = get_template(settings.template)
     tokenizer = processor.tokenizer
@@ -105,7 +130,7 @@ def generate_answers(model, processor, samples: list[Sample], settings: PredictS
                                   system_prompt=settings.system_prompt)
     preparer = ImagePreparer(processor.image_processor, settings.image_aspect_ratio)  # type: ignore[arg-type]
     out_path = Path(output) if output is not None else None
-    done = read_answer_ids(out_path) if out_path else set()
+    done = read_answer_ids(out_path, settings) if out_path else set()
 
     pending: list[tuple[Sample, list[int]]] = []
     seen: set[str] = set()
@@ -122,7 +147,9 @@ def generate_answers(model, processor, samples: list[Sample], settings: PredictS
 
     model.eval()
     collate = Collator(tokenizer.pad_token_id, padding_side="left")
-    eos = [token for token in {tokenizer.eos_token_id, model.generation_config.eos_token_id} if token is not None]
+    eos = [
+        token for token in {tokenizer.eos_token_id, model.generation_config.eos_token_id} if token is not None
+    ]
     device = next(model.parameters()).device
     written: list[dict[str, Any]] = []
     if out_path:
@@ -132,25 +159,38 @@ def generate_answers(model, processor, samples: list[Sample], settings: PredictS
         progress = tqdm(total=len(pending), desc="predict", disable=not show_progress, unit="q")
         for batch in _batches(pending, settings.batch_size):
             items = [{"input_ids": torch.tensor(ids)} for _, ids in batch]
-            for item, (sample, _) in zip(items, batch):
+            for item, (sample, _) in zip(items, batch, strict=True):
                 if sample.has_image:
                     item["pixel_values"] = load_sample_pixels(sample, preparer)
             inputs = {key: value.to(device) for key, value in collate(items).items()}
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-            generated = model.generate(**inputs, do_sample=False, num_beams=1,
+            generated = model.generate(**inputs, do_sample=False, num_beams=1, use_cache=True,
                                        max_new_tokens=settings.max_new_tokens,
                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
             new_tokens = generated[:, inputs["input_ids"].shape[1]:]
             texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for (sample, _), text in zip(batch, texts):
+            rows = []
+            for (sample, _), text in zip(batch, texts, strict=True):
                 qid = question_id(sample)
-                row = {"question_id": qid, "prompt": sample.question, "text": _trim_at_stop(text, template.stop_strings),
-                       "answer_id": answer_id(qid, settings.model_id), "model_id": settings.model_id,
-                       "metadata": {**settings.metadata(), "dataset": sample.meta.dataset, "split": sample.meta.split}}
-                written.append(row)
-                if handle:
-                    append_jsonl(handle, row)
+                row = {
+                    "question_id": qid,
+                    "prompt": sample.question,
+                    "text": _trim_at_stop(text, template.stop_strings),
+                    "answer_id": answer_id(qid, settings.model_id),
+                    "model_id": settings.model_id,
+                    "metadata": {
+                        **settings.metadata(),
+                        "dataset": sample.meta.dataset,
+                        "split": sample.meta.split,
+                    },
+                }
+                rows.append(row)
+            if handle:  # one flush per batch: a kill loses at most the batch in flight
+                handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+                handle.flush()
+                os.fsync(handle.fileno())
+            written += rows
             progress.update(len(batch))
         progress.close()
     finally:

@@ -8,9 +8,10 @@ from typing import Any
 
 from medvlm.data.sources import read_source
 from medvlm.errors import DataError
+from medvlm.eval.answers import read_answers
 from medvlm.eval.predict import PredictSettings, generate_answers
-from medvlm.eval.score import read_answers, score
-from medvlm.io import write_json
+from medvlm.eval.score import score_answers
+from medvlm.io import sha256_file
 from medvlm.model.build import load_pretrained
 from medvlm.recipe import EvalSpec, SourceSpec
 
@@ -20,6 +21,18 @@ log = logging.getLogger("medvlm")
 def dataset_label(spec: SourceSpec) -> str:
     subset = spec.options.get("subset")
     return f"{spec.dataset}-{subset}-{spec.split}" if subset else f"{spec.dataset}-{spec.split}"
+
+
+def model_provenance(model_dir: str | Path) -> dict[str, Any]:
+    """Name of a model directory (a run's ``OUT/<stage>/model`` is named by its stage) and the hash of
+    the resolved recipe that trained it, when the run left one beside it."""
+    model_dir = Path(model_dir)
+    label = model_dir.parent.name if model_dir.name == "model" else model_dir.name
+    recipe = model_dir.parent / "recipe.resolved.yaml"
+    record: dict[str, Any] = {"model": str(model_dir), "model_label": label}
+    if recipe.is_file():
+        record.update({"recipe": str(recipe), "recipe_sha256": sha256_file(recipe)})
+    return record
 
 
 def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *, template: str,
@@ -43,12 +56,84 @@ def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *
         target = Path(out_dir) / label
         answers_path = target / "answers.jsonl"
         generate_answers(model, processor, samples, settings, output=answers_path)
-        scores = score(samples, read_answers(answers_path), answers_file=str(answers_path), provenance={
-            "model": str(model_dir), "dataset": label, "data_path": source.path, **settings.metadata(),
-            "skipped_records": report.skipped})
-        write_json(target / "scores.json", scores)
+        result = score_answers(
+            samples,
+            read_answers(answers_path),
+            bootstrap=spec.bootstrap_samples,
+            seed=spec.seed,
+            data_files=[source.path] if source.path else None,
+            provenance={
+                **model_provenance(model_dir),
+                "dataset": label,
+                "dataset_source": source.dataset,
+                "data_path": source.path,
+                "split": source.split,
+                "source_options": source.options,
+                "skipped_records": report.skipped,
+            },
+        )
+        result.write(target / "scores.json")
+        scores = result.scores
         strict = scores["metrics"]["strict"]
         log.info("%s on %s: closed %.2f, open exact %.2f (n=%d)", model_dir, label,
                  strict["closed_accuracy"] or 0.0, strict["open_exact_match"] or 0.0, scores["n"])
         results[label] = scores
     return results
+
+
+def score_dataset(dataset: str, path: str | None, split: str, predictions: str | Path, output: str | Path, *,
+                  image_root: str | None = None, options: dict[str, Any] | None = None, policy: str = "error",
+                  baseline: str | Path | None = None, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """``medvlm score``: read the references and answer file(s), score, write scores.json + items."""
+    samples, report = read_source(dataset, path, split, policy=policy, image_root=image_root,  # type: ignore[arg-type]
+                                  **(options or {}))
+    if not samples:
+        raise DataError(f"no '{split}' samples in the data set", file=path)
+    answers = read_answers(predictions, policy)  # type: ignore[arg-type]
+    model_id = answers.describe().get("model_id")
+    # a model directory that still exists: its name and the recipe that trained it, when beside it
+    model = model_provenance(model_id) if isinstance(model_id, str) and Path(model_id).is_dir() else {}
+    result = score_answers(
+        samples, answers, policy=policy, bootstrap=bootstrap, seed=seed,  # type: ignore[arg-type]
+        baseline=read_answers(baseline, policy) if baseline else None,  # type: ignore[arg-type]
+        data_files=[path] if path else None,
+        provenance={**model, "dataset": f"{dataset}-{split}", "dataset_source": dataset, "data_path": path,
+                    "split": split, "source_options": options or {}, "skipped_records": report.skipped,
+                    "skip_reasons": report.summary()["skip_reasons"]},
+    )
+    result.write(output)
+    return result.scores
+
+
+def predict_dataset(
+    model_dir: str | Path,
+    dataset: str,
+    path: str | None,
+    split: str,
+    output: str | Path,
+    *,
+    image_root: str | None = None,
+    options: dict[str, Any] | None = None,
+    policy: str = "error",
+    limit: int | None = None,
+    template: str = "vicuna_v1",
+    prompt_style: str = "plain",
+    batch_size: int = 16,
+    max_new_tokens: int = 32,
+    system_prompt: str | None = None,
+    image_aspect_ratio: str = "pad",
+    model_id: str | None = None,
+    dtype: str = "float32",
+) -> tuple[int, int]:
+    """``medvlm predict``: answer a data set into a (resumable) answer file; (written now, total)."""
+    samples, report = read_source(dataset, path, split, policy=policy, limit=limit,  # type: ignore[arg-type]
+                                  image_root=image_root, **(options or {}))
+    if report.skipped:
+        log.warning("skipped %d bad record(s): %s", report.skipped, report.summary()["skip_reasons"])
+    if not samples:
+        raise DataError(f"no '{split}' samples in the data set", file=path)
+    model, processor = load_pretrained(model_dir, dtype=dtype)
+    settings = PredictSettings(template=template, prompt_style=prompt_style, batch_size=batch_size,
+                               max_new_tokens=max_new_tokens, system_prompt=system_prompt,
+                               image_aspect_ratio=image_aspect_ratio, model_id=model_id or str(model_dir))
+    return len(generate_answers(model, processor, samples, settings, output=output)), len(samples)

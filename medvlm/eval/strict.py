@@ -2,63 +2,112 @@
 
 LLaVA-Med's closed-question metric counts a hit when the reference is a *substring* of the
 prediction, so "Not sure" scores as a correct "no" and "The eyes are normal" as a correct "yes".
-Here a closed answer is parsed into a label from its leading words — negations and hedges
-handled — and compared with the reference label; open answers are scored by exact match after
-normalisation and by token F1.
+Here a closed prediction is first parsed into the answer it commits to, from its *leading* words:
+
+* a leading speaker or answer tag ("Human:", "Assistant:", "Answer:") is ignored — generation
+  artefacts, not content;
+* a hedge among the first words ("not sure", "cannot tell", "possibly", ...) commits to nothing;
+* yes/no questions: the first word decides — "yes"/"correct"/"present"... → yes,
+  "no"/"not"/"absent"... → no ("Not visible" is a no; "Not sure" was already a hedge); "yes or no"
+  commits to nothing; a declarative sentence ("There is no evidence ...") commits to nothing either,
+  symmetrically for both answers, rather than guessing which word carries the answer;
+* other closed questions: the longest candidate (the reference, plus options listed in brackets in
+  the question, as in LLaVA-Med's "Please choose from the following two options: [a, b]") that the
+  prediction equals or starts with as whole words — "abnormal" is not "normal", "left side" is "left".
+
+A prediction that commits to nothing is wrong and counted as *unanswered*, so a report can say how
+much of a low strict score is refusal rather than error. Open answers are scored by exact match
+after the same normalisation as the parity metric, and by SQuAD-style token F1 (min-count overlap).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from dataclasses import dataclass
 
 from medvlm.eval.normalize import normalize_parity
 
-YES = {"yes", "yeah", "yep", "correct", "true", "affirmative", "present", "positive"}
-NO = {"no", "nope", "incorrect", "false", "negative", "absent", "not", "none", "0"}
+YES = frozenset({"yes", "yeah", "yep", "yup", "correct", "true", "affirmative", "positive", "present"})
+NO = frozenset({"no", "nope", "not", "incorrect", "false", "negative", "absent"})
 HEDGES = ("not sure", "unsure", "cannot tell", "can't tell", "cannot be determined", "can't be determined",
-          "unclear", "uncertain", "unknown", "i don't know", "not possible to", "cannot determine",
-          "can't determine", "difficult to", "hard to say", "maybe", "possibly", "either")
+          "cannot determine", "can't determine", "cannot say", "can't say", "unclear", "uncertain", "unknown",
+          "don't know", "do not know", "not possible", "impossible to", "difficult to", "hard to", "maybe",
+          "possibly", "perhaps", "probably", "might", "may be", "either")
+HEDGE_WINDOW = 8  # hedges count among this many leading words
+_TAG = re.compile(r"^\s*(?:human|assistant|gpt|answer)\s*:\s*", re.IGNORECASE)
+_OPTIONS = re.compile(r"\[([^\[\]]+)\]")
 
 
-def closed_label(text: str, candidates: list[str] | None = None) -> str | None:
-    """The answer a closed prediction commits to, or None when it commits to nothing.
+@dataclass(frozen=True)
+class ClosedJudgement:
+    """What a closed prediction commits to and whether that is the reference answer."""
 
-    Yes/no questions: the leading word decides ("Yes, there is..." → yes; "No evidence" → no;
-    "Not sure" → None). Other closed questions: the candidate the prediction starts with.
-    """
-    norm = normalize_parity(text)
-    if not norm:
-        return None
-    if any(norm.startswith(hedge) or f" {hedge}" in f" {norm}"[:40] for hedge in HEDGES):
-        return None
-    words = norm.split()
-    if candidates is None or set(candidates) <= {"yes", "no"}:
+    label: str | None  # normalised answer committed to; None: no answer
+    correct: bool
+    reason: str  # match | mismatch | hedge | unparsed | empty
+
+
+def strip_tags(text: str) -> str:
+    while (match := _TAG.match(text)) is not None:
+        text = text[match.end():]
+    return text
+
+
+def _has_hedge(words: list[str]) -> bool:
+    lead = " " + " ".join(words[:HEDGE_WINDOW]) + " "
+    return any(f" {hedge} " in lead for hedge in HEDGES)
+
+
+def question_options(question: str | None) -> list[str]:
+    """Normalised options listed in brackets in the question ("... options: [CT, MRI]")."""
+    if not question:
+        return []
+    options = []
+    for group in _OPTIONS.findall(question):
+        options += [normalize_parity(part) for part in group.split(",") if normalize_parity(part)]
+    return options
+
+
+def closed_label(prediction: str, candidates: list[str]) -> tuple[str | None, str]:
+    """(label, reason): the candidate a prediction commits to, from its leading words."""
+    words = normalize_parity(strip_tags(prediction)).split()
+    if not words:
+        return None, "empty"
+    if _has_hedge(words):
+        return None, "hedge"
+    if set(candidates) == {"yes", "no"}:
+        if len(words) > 1 and words[1] == "or":
+            return None, "hedge"
         if words[0] in YES:
-            return "yes"
+            return "yes", ""
         if words[0] in NO:
-            return "no"
-        return None
+            return "no", ""
+        return None, "unparsed"
+    text = " ".join(words)
     for candidate in sorted(candidates, key=len, reverse=True):
-        cand = normalize_parity(candidate)
-        if norm == cand or norm.startswith(cand + " "):
-            return candidate
-    return None
+        if text == candidate or text.startswith(candidate + " "):
+            return candidate, ""
+    return None, "unparsed"
 
 
-def closed_correct(prediction: str, reference: str) -> bool:
+def judge_closed(prediction: str, reference: str, question: str | None = None) -> ClosedJudgement:
     ref = normalize_parity(reference)
-    candidates = ["yes", "no"] if ref in ("yes", "no") else [reference]
-    label = closed_label(prediction, candidates)
-    return label is not None and normalize_parity(label) == ref
+    candidates = ["yes", "no"] if ref in ("yes", "no") else sorted({ref, *question_options(question)} - {""})
+    label, reason = closed_label(prediction, candidates)
+    if label is None:
+        return ClosedJudgement(None, False, reason)
+    correct = label == ref
+    return ClosedJudgement(label, correct, "match" if correct else "mismatch")
 
 
 def exact_match(prediction: str, reference: str) -> bool:
-    return normalize_parity(prediction) == normalize_parity(reference)
+    return normalize_parity(strip_tags(prediction)) == normalize_parity(reference)
 
 
 def token_f1(prediction: str, reference: str) -> float:
     """SQuAD-style token F1 over normalised words (min-count overlap)."""
-    pred, ref = normalize_parity(prediction).split(), normalize_parity(reference).split()
+    pred, ref = normalize_parity(strip_tags(prediction)).split(), normalize_parity(reference).split()
     if not pred or not ref:
         return float(pred == ref)
     common = sum((Counter(pred) & Counter(ref)).values())

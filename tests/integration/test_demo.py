@@ -38,6 +38,11 @@ def test_shortened_demo_runs_every_stage_and_scores(tmp_path: Path) -> None:
     answers = (out / "eval" / "finetune" / "synthetic-medical_vqa-test" / "answers.jsonl").read_text().splitlines()
     row = json.loads(answers[0])
     assert set(row) == {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
+    # the demo ends with a report: the final model, compared with the base model on each data set
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "report.html").stat().st_size > 10_000 and "Report: " in text
+    assert {(c["model"], c["baseline_model"], c["dataset"]) for c in report["comparisons"]} == {
+        ("finetune", "base", d) for d in ("synthetic-medical_vqa-test", "synthetic-general_vqa-test")}
     # a second run finds every stage complete and only re-reads the finished answer files
     started = time.perf_counter()
     run_demo(out, overrides=SHORT)

@@ -1,0 +1,163 @@
+"""Report figures as base64 PNG strings, so report.html is one self-contained file.
+
+matplotlib's Agg backend renders off-screen (no display, no network); PNGs are written without
+timestamps so the same scores give the same bytes. Thumbnails are re-encoded from pixels only,
+which drops EXIF and every other embedded metadata block (no patient data travels into a report).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from medvlm.data.images import load_image, resolve_image_path  # noqa: E402
+from medvlm.errors import MedvlmError  # noqa: E402
+
+log = logging.getLogger("medvlm")
+
+DPI = 90
+METRIC_LABELS = {
+    "llava_med.open_recall": "open recall (LLaVA-Med)",
+    "llava_med.closed_accuracy": "closed acc. (LLaVA-Med)",
+    "strict.closed_accuracy": "closed acc. (strict)",
+    "strict.open_exact_match": "open exact (strict)",
+    "strict.open_f1": "open F1 (strict)",
+}
+COLOURS = {
+    "llava_med.open_recall": "#9ecae1",
+    "llava_med.closed_accuracy": "#fdae6b",
+    "strict.closed_accuracy": "#e6550d",
+    "strict.open_exact_match": "#3182bd",
+    "strict.open_f1": "#08519c",
+}
+
+
+def _png(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def breakdown_bars(groups: dict[str, dict[str, dict[str, Any]]], title: str) -> str:
+    """Horizontal bars per category and metric, with the bootstrap 95 % interval as error bars."""
+    categories = list(groups)
+    metrics = [m for m in METRIC_LABELS if any(m in cells for cells in groups.values())]
+    bars = {metric: ([], [], [[], []]) for metric in metrics}  # metric → (y, value, [below, above])
+    ticks, y = [], 0.0
+    for category in categories:
+        present = [m for m in metrics if m in groups[category]]
+        for slot, metric in enumerate(present):
+            cell = groups[category][metric]
+            ys, values, errors = bars[metric]
+            ys.append(y + slot)
+            values.append(cell["value"])
+            low = cell["value"] if cell["ci_low"] is None else cell["ci_low"]
+            high = cell["value"] if cell["ci_high"] is None else cell["ci_high"]
+            errors[0].append(max(cell["value"] - low, 0.0))
+            errors[1].append(max(high - cell["value"], 0.0))
+        ticks.append(y + (len(present) - 1) / 2)
+        y += len(present) + 0.8
+    figure, axis = plt.subplots(figsize=(8.5, 0.8 + 0.2 * y))
+    for metric, (ys, values, errors) in bars.items():
+        axis.barh(ys, values, height=0.9, xerr=errors, color=COLOURS[metric], label=METRIC_LABELS[metric],
+                  error_kw={"elinewidth": 0.8, "capsize": 2})
+    axis.set_yticks(ticks, [f"{c} ({_counts(groups[c])})" for c in categories])
+    axis.invert_yaxis()
+    axis.set_xlim(0, 100)
+    axis.set_xlabel("percent (error bars: 95 % bootstrap interval)")
+    axis.set_title(title)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axis.grid(axis="x", alpha=0.3)
+    return _png(figure)
+
+
+def _counts(cells: dict[str, dict[str, Any]]) -> str:
+    """"open n, closed n" of a category, from the n of its open and closed metrics."""
+    parts = []
+    for kind, metric in (("open", "strict.open_f1"), ("closed", "strict.closed_accuracy")):
+        if metric in cells:
+            parts.append(f"{kind} {cells[metric]['n']}")
+    return ", ".join(parts)
+
+
+def matrix_plot(
+    matrix: list[list[float | None]],
+    row_labels: list[str],
+    column_labels: list[str],
+    title: str,
+    *,
+    xlabel: str,
+    ylabel: str,
+    fmt: str = "{:.0f}",
+    cmap: str = "Blues",
+    vmax: float | None = None,
+) -> str:
+    """An annotated heat map (confusion matrices, continual accuracy matrices)."""
+    data = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
+    figure, axis = plt.subplots(figsize=(1.2 + 1.1 * len(column_labels), 0.9 + 0.55 * len(row_labels)))
+    top = vmax if vmax is not None else (float(np.nanmax(data)) if np.isfinite(data).any() else 1.0) or 1.0
+    colours = matplotlib.colormaps[cmap]
+    axis.imshow(np.ma.masked_invalid(data), cmap=colours, vmin=0, vmax=top)
+    for (i, j), value in np.ndenumerate(data):
+        if np.isnan(value):
+            axis.text(j, i, "—", ha="center", va="center", fontsize=9)
+            continue
+        red, green, blue, _ = colours(min(max(value / top, 0.0), 1.0))
+        dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+        axis.text(
+            j, i, fmt.format(value), ha="center", va="center", fontsize=9, color="white" if dark else "black"
+        )
+    axis.set_xticks(range(len(column_labels)), column_labels, rotation=30, ha="right")
+    axis.set_yticks(range(len(row_labels)), row_labels)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    return _png(figure)
+
+
+def method_bars(rows: list[dict[str, Any]], metrics: list[str], title: str) -> str:
+    """Grouped bars of continual-learning metrics per method (mean over seeds, error bar = SD)."""
+    figure, axis = plt.subplots(figsize=(7.5, 3.2))
+    width = 0.8 / max(len(rows), 1)
+    for index, row in enumerate(rows):
+        xs = np.arange(len(metrics)) + (index - (len(rows) - 1) / 2) * width
+        means = [row["mean"].get(m) if row["mean"].get(m) is not None else np.nan for m in metrics]
+        sds = [row["sd"].get(m) or 0.0 for m in metrics]
+        axis.bar(xs, means, width=width, yerr=sds, label=f"{row['method']} (seeds: {row['seeds']})",
+                 error_kw={"elinewidth": 0.8, "capsize": 2})
+    axis.set_xticks(range(len(metrics)), metrics)
+    axis.axhline(0, color="black", linewidth=0.6)
+    axis.set_title(title)
+    axis.legend(fontsize=7)
+    axis.grid(axis="y", alpha=0.3)
+    return _png(figure)
+
+
+def thumbnail(image: dict[str, Any] | None, side: int = 128) -> str | None:
+    """A PNG thumbnail from pixels only, or None when the image cannot be read (never an error)."""
+    if not image or not image.get("path"):
+        return None
+    try:
+        path = resolve_image_path(image["path"], image.get("root"))
+        picture = load_image(path)
+    except (MedvlmError, OSError, ImportError) as exc:  # a missing image must not stop a report
+        log.debug("no thumbnail: %s", exc)
+        return None
+    picture.thumbnail((side, side), Image.BICUBIC)
+    if max(picture.size) < side // 2:  # tiny synthetic images: enlarge so they can be seen
+        scale = side // max(picture.size)
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    clean = Image.frombytes("RGB", picture.size, picture.convert("RGB").tobytes())
+    buffer = io.BytesIO()
+    clean.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
