@@ -102,6 +102,10 @@ class TaskContext:
             self._teacher = model
         return self._teacher
 
+    def release_teacher(self) -> None:
+        """Drop this context's reference to the teacher (its memory returns once plugins are gone)."""
+        self._teacher = None
+
 
 @dataclass
 class TaskParts:

@@ -85,13 +85,23 @@ def _smoothed(sigma: torch.Tensor, p: int, ratio: float) -> tuple[torch.Tensor |
     return smoothed, SacOutcome(window, sigma.numel(), kept)
 
 
+def thin_svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """U, σ, Vᵀ of a 2-D tensor. Wide matrices are decomposed through their transpose: LAPACK's
+    divide-and-conquer SVD is ~3× slower on m < n than on the same matrix transposed (measured on
+    this CPU for 4096×14336), and the factors of Δᵀ are those of Δ swapped."""
+    if matrix.shape[0] >= matrix.shape[1]:
+        return torch.linalg.svd(matrix, full_matrices=False)
+    u, sigma, vh = torch.linalg.svd(matrix.T, full_matrices=False)
+    return vh.T, sigma, u.T
+
+
 def consolidate_delta_with_outcome(delta: torch.Tensor, ratio: float) -> tuple[torch.Tensor, SacOutcome]:
     """:func:`consolidate_delta` plus what it did (full-SVD path)."""
     matrix = _as_matrix(delta).to(torch.float32)
     p = min(matrix.shape)
     if not bool(matrix.any()):
         return delta.clone(), SacOutcome(None, 0, 1.0)
-    u, sigma, vh = torch.linalg.svd(matrix, full_matrices=False)
+    u, sigma, vh = thin_svd(matrix)
     smoothed, outcome = _smoothed(sigma, p, ratio)
     if smoothed is None:
         return delta.clone(), outcome

@@ -213,7 +213,7 @@ def _run_task(recipe: Recipe, index: int, task: ContinualTaskSpec, previous: Pat
         started = time.perf_counter()
         summary = run_stage(stage, resume=resume, loss_plugins=plugins, extra_samples=extra).summary
         seconds["train"] = round(time.perf_counter() - started, 2)
-    context._teacher = None  # free the teacher before evaluation
+    context.release_teacher()  # the Trainer and its plugins are gone: free the teacher before evaluation
     gc.collect()
 
     trained = train_dir / "model"
