@@ -9,9 +9,9 @@ from its last complete task). The initial model's evaluation (row 0) is identica
 is computed once and shared.
 
 Reported per method: mean ± sample std over seeds of Last, BWT and general retention (and Avg, FWT,
-Forgetting), the mean accuracy matrix, and the comparison sac+uir vs seq-ft: paired per-seed
-differences with a one-sided 95 % t lower bound ("beyond seed noise" when the BWT gain's bound is
-above 0), and whether Last stays within 5 points.
+Forgetting, and the learning accuracy mean_t a_{t,t} — plasticity), the mean accuracy matrix, and
+the comparison sac+uir vs seq-ft: paired per-seed differences with a one-sided 95 % t lower bound
+("beyond seed noise" when the BWT gain's bound is above 0), and whether Last stays within 5 points.
 
     python bench/continual_forgetting.py [--seeds 0 1 2] [--methods seq-ft sac ...] [--work-dir DIR]
         [--threads N] [override KEY=VALUE ...]
@@ -114,9 +114,15 @@ def summarise(records: dict[str, dict[int, dict]]) -> dict:
         rows, cols = len(first["accuracy"]), len(first["accuracy"][0])
         matrix = [[round(statistics.mean(r["accuracy"][i][j] for r in runs.values()), 2) for j in range(cols)]
                   for i in range(rows)]
+        n_tasks = len(first["tasks"])
         methods[method] = {
             "seeds": sorted(runs),
             **{key: mean_std([r["metrics"][key] for r in runs.values()]) for key in SUMMARY_KEYS},
+            # plasticity: accuracy on each task right after learning it, mean_t a_{t,t} (not a METHODS.md
+            # metric; it shows what a low BWT may have been bought with)
+            "learning_accuracy": mean_std([statistics.mean(r["accuracy"][t][t - 1]
+                                                           for t in range(1, n_tasks + 1))
+                                           for r in runs.values()]),
             "per_seed": {str(s): r["metrics"] for s, r in sorted(runs.items())},
             "accuracy_mean": matrix,
         }
