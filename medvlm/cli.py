@@ -75,10 +75,29 @@ def _train(args: argparse.Namespace) -> int:
 
 @command("pipeline")
 def _pipeline(args: argparse.Namespace) -> int:
+    from medvlm.train.continual import is_continual_recipe, run_continual
     from medvlm.train.pipeline import load_pipeline, run_pipeline
 
+    if is_continual_recipe(args.recipe, args.overrides):
+        from medvlm.recipe import load_recipe
+
+        continual = run_continual(load_recipe(args.recipe, args.overrides), resume=args.resume)
+        print(f"output: {continual.output_dir}")
+        print(json.dumps(continual.record["metrics"]))
+        return 0
     result = run_pipeline(load_pipeline(args.recipe, args.overrides), resume=args.resume)
     print(f"output: {result.output_dir}")
+    return 0
+
+
+@command("consolidate")
+def _consolidate(args: argparse.Namespace) -> int:
+    from medvlm.continual import ConsolidationConfig
+    from medvlm.continual.checkpoints import consolidate_checkpoints
+
+    summary = consolidate_checkpoints(args.method, args.previous, args.current, args.output,
+                                      ConsolidationConfig(ratio=args.ratio, alpha=args.alpha))
+    print(json.dumps(summary))
     return 0
 
 
@@ -211,11 +230,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.learning_rate=1e-4")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
 
-    p = sub.add_parser("pipeline", help="run several stages (and evaluation) from a pipeline recipe")
+    p = sub.add_parser("pipeline", help="run several stages (and evaluation), or a continual task sequence "
+                       "(recipe with a 'continual' section)")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="pipeline keys, STAGE.key=value for one stage, '*.key=value' for every stage")
     p.add_argument("--resume", action="store_true", help="continue an interrupted stage from its checkpoint")
+
+    p = sub.add_parser("consolidate", help="merge a model and its finetuned successor (SAC or model mix)")
+    p.add_argument("--method", choices=("sac", "mix"), required=True)
+    p.add_argument("--previous", required=True, help="θ_{t-1}: Hugging Face llava model directory")
+    p.add_argument("--current", required=True,
+                   help="θ̂_t: llava model directory, or a LoRA adapter directory trained on --previous "
+                        "(exact low-rank SAC path)")
+    p.add_argument("--ratio", type=float, default=0.2, help="SAC ratio r (default 0.2)")
+    p.add_argument("--alpha", type=float, default=0.5, help="mix weight of --current (default 0.5)")
+    p.add_argument("--output", required=True, help="directory for θ_t (a llava model directory)")
 
     p = sub.add_parser("demo", help="the embedded demo: tiny model, synthetic data, all stages, scores")
     p.add_argument("--output", default="outputs/demo")

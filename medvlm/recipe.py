@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medvlm.errors import RecipeError
 
@@ -127,18 +127,109 @@ class PeftSpec(_Section):
     merge_at_end: bool = True
 
 
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # task and probe names become directory names
+
+
 class ContinualTaskSpec(_Section):
-    name: str
-    train: list[SourceSpec]
-    eval: list[SourceSpec] = Field(default_factory=list)
-    overrides: dict[str, Any] = Field(default_factory=dict)
+    """One task of a continual sequence: its training data, its evaluation set, stage settings."""
+
+    name: str = Field(pattern=_NAME)
+    train: list[SourceSpec] = Field(min_length=1)
+    eval: list[SourceSpec] = Field(min_length=1, description="the task's probe set")
+    overrides: dict[str, Any] = Field(default_factory=dict,
+                                      description="dotted recipe keys for this task, e.g. train.epochs: 2")
+
+
+class ProbeSpec(_Section):
+    """An extra probe set evaluated after every task, e.g. the general-domain probe."""
+
+    name: str = Field(pattern=_NAME)
+    eval: list[SourceSpec] = Field(min_length=1)
+
+
+class SacSpec(_Section):
+    ratio: float = Field(0.2, gt=0, description="r: the window K is where mean(σ₁..σ_K) ≤ r·σ₁")
+
+
+class MixSpec(_Section):
+    alpha: float = Field(0.5, ge=0, le=1, description="θ = (1−α)·θ_{t−1} + α·θ̂_t")
+
+
+class UirSpec(_Section):
+    weight: float = Field(1.0, ge=0, description="λ of the hidden-state MSE")
+    masked: bool = Field(True, description="mean over real tokens; false: over all positions (research code)")
+    inquiries: list[SourceSpec] = Field(default_factory=list, description="text-only instruction sources")
+    ratio: float = Field(0.25, gt=0, description="inquiries mixed into a task, per task training sample")
+    drop_images: bool = Field(False, description="use the questions of image samples as text-only inquiries")
+
+
+class LwfSpec(_Section):
+    weight: float = Field(0.5, ge=0)
+    temperature: float = Field(1.0, gt=0)
+
+
+class EwcSpec(_Section):
+    weight: float = Field(1000.0, ge=0, description="λ of λ/2·Σ F_j (θ_j − θ*_j)²")
+    online: bool = Field(True, description="one running Fisher F ← γF + F_new (else one term per task)")
+    gamma: float = Field(1.0, ge=0, le=1)
+    fisher_samples: int = Field(200, ge=1, description="training samples per task for the Fisher estimate")
+
+
+class ReplaySpec(_Section):
+    buffer_size: int = Field(500, ge=1, description="reservoir over every earlier task's training samples")
+    ratio: float = Field(0.2, gt=0, description="replayed samples mixed into a task, per task sample")
+
+
+class OloraSpec(_Section):
+    weight: float = Field(0.5, ge=0, description="λ₁ of Σ|A_i·A_tᵀ| against earlier tasks' LoRA A")
+    l2: float = Field(0.0, ge=0, description="λ₂ of the L2 penalty on the new adapter")
 
 
 class ContinualSpec(_Section):
-    method: str = "seq_ft"
-    tasks: list[ContinualTaskSpec] = Field(default_factory=list)
-    probes: list[SourceSpec] = Field(default_factory=list)
-    options: dict[str, Any] = Field(default_factory=dict)
+    """A task sequence, the method guarding it, and the probes measuring forgetting.
+
+    ``method`` joins components with '+': at most one consolidator (sac, mix) and any of uir, lwf,
+    ewc, replay, o-lora; ``seq-ft`` (plain sequential finetuning) stands alone. Each component reads
+    its own section below.
+    """
+
+    method: str = "seq-ft"
+    tasks: list[ContinualTaskSpec] = Field(min_length=1)
+    probes: list[ProbeSpec] = Field(default_factory=list,
+                                    description="extra probes after the task probes (the general probe)")
+    general_probe: str = Field("general", description="the probe general-ability retention is measured on")
+    sac: SacSpec = Field(default_factory=SacSpec)
+    mix: MixSpec = Field(default_factory=MixSpec)
+    uir: UirSpec = Field(default_factory=UirSpec)
+    lwf: LwfSpec = Field(default_factory=LwfSpec)
+    ewc: EwcSpec = Field(default_factory=EwcSpec)
+    replay: ReplaySpec = Field(default_factory=ReplaySpec)
+    olora: OloraSpec = Field(default_factory=OloraSpec)
+
+    @property
+    def components(self) -> list[str]:
+        return [] if self.method == "seq-ft" else self.method.split("+")
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        method = value.strip().lower().replace("_", "-")
+        parts = method.split("+")
+        if not all(parts) or len(set(parts)) != len(parts):
+            raise ValueError(f"'{value}': components joined by '+', each once (e.g. sac+uir)")
+        if "seq-ft" in parts and len(parts) > 1:
+            raise ValueError("seq-ft is plain sequential finetuning and combines with nothing")
+        if len({"sac", "mix"} & set(parts)) > 1:
+            raise ValueError("at most one consolidator (sac or mix)")
+        return method
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ContinualSpec:
+        names = [task.name for task in self.tasks] + [probe.name for probe in self.probes]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"task and probe names must be unique; repeated: {', '.join(duplicates)}")
+        return self
 
 
 class EvalSpec(_Section):

@@ -8,6 +8,7 @@ Output directory layout (every file written atomically)::
     DIR/checkpoints/           Trainer checkpoints (model or adapter, optimizer, RNG, state)
     DIR/logs/train.jsonl       loss, learning rate, grad norm, tokens/s per logging step
     DIR/model/                 the final model in Hugging Face llava format (adapters merged)
+    DIR/adapter/               LoRA/DoRA stages: the adapter itself, before merging (peft format)
     DIR/train_summary.json     steps, final loss, wall time, throughput
 
 ``DIR/model`` appears only when training finished, so its presence means "stage complete".
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import PeftModel
 from transformers import TrainingArguments, set_seed
 
 from medvlm.data.collate import Collator, ConversationEncoder, SupervisedDataset
@@ -125,6 +127,11 @@ def save_final_model(model: torch.nn.Module, processor, template: str, out: Path
 
     staging = out / ".model-staging"
     shutil.rmtree(staging, ignore_errors=True)
+    if isinstance(model, PeftModel):  # keep the exact low-rank update (SAC fast path, O-LoRA) too
+        adapter_staging = out / ".adapter-staging"
+        shutil.rmtree(adapter_staging, ignore_errors=True)
+        model.save_pretrained(adapter_staging)
+        replace_dir(adapter_staging, out / "adapter")
     plain = merged(model)
     plain.save_pretrained(staging)
     processor.chat_template = get_template(template).jinja()
@@ -168,8 +175,12 @@ def _contrastive_setup(recipe: Recipe, model, processor, samples: list[Sample],
 
 
 def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPlugin] | None = None,
-              ) -> StageResult:
-    """Train one stage as the recipe says; returns where the final model is."""
+              extra_samples: list[Sample] | None = None) -> StageResult:
+    """Train one stage as the recipe says; returns where the final model is.
+
+    ``extra_samples`` join the recipe's training data (continual learning: replayed samples of
+    earlier tasks, UIR's unlabeled inquiries); they are counted in ``data_report.json``.
+    """
     if not recipe.data.train:
         raise MedvlmError(f"{recipe.source_file or 'recipe'}: data.train lists no dataset to train on")
     trainable = trainable_components(recipe)
@@ -183,6 +194,9 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
     model, processor = load_model(recipe.model, template=recipe.data.template)
     samples, reports = read_samples(recipe.data.train, recipe.data.on_bad_record, recipe.data.prompt_style,
                                     recipe.data.image_check)
+    if extra_samples:
+        reports.append({"source": "extra_samples", "kept": len(extra_samples)})
+        samples = samples + list(extra_samples)
     if not samples:
         raise DataError("the training sources yielded no samples", file=recipe.source_file)
     preparer = ImagePreparer(processor.image_processor, recipe.data.image_aspect_ratio)

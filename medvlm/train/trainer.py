@@ -6,7 +6,8 @@ What it adds:
   the adapters get 2e-4);
 * LLaVA's modality- and length-grouped batching;
 * loss plugins — continual-learning terms such as UIR, LwF or EWC — added to the language-model
-  loss with the same gradient-accumulation scaling, and logged under their own names;
+  loss with the same gradient-accumulation scaling, and logged under their own names (plugins see
+  ``outputs=None`` on a batch without any supervised token, whose forward pass is skipped);
 * checkpoints written atomically: a checkpoint is assembled in a staging directory and renamed
   into place, so a run killed mid-save never leaves a half checkpoint for ``--resume`` to trip on;
 * resume that really restores the weights: transformers 5 saves llava checkpoints under the legacy
@@ -30,7 +31,7 @@ from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-from medvlm.data.collate import ModalityLengthGroupedSampler
+from medvlm.data.collate import IGNORE_INDEX, ModalityLengthGroupedSampler
 
 
 @runtime_checkable
@@ -93,8 +94,15 @@ class MedvlmTrainer(Trainer):
 
     # -- loss -------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                             num_items_in_batch=num_items_in_batch)
+        labels = inputs.get("labels")
+        targetless = labels is not None and not bool((labels != IGNORE_INDEX).any())
+        if self.loss_plugins and model.training and targetless:
+            # A batch with no target (UIR's unlabeled inquiries) has no language-model loss — its
+            # cross-entropy would be 0/0 — so skip that forward pass; only plugin terms apply.
+            loss, outputs = torch.zeros((), device=labels.device, requires_grad=True), None
+        else:
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                 num_items_in_batch=num_items_in_batch)
         if self.loss_plugins and model.training:
             # The LM loss may already be normalised over the whole accumulated batch; per-batch
             # plugin means must then be divided by the accumulation steps to weigh the same.

@@ -1,0 +1,131 @@
+"""Consolidation at the level of model directories (what ``medvlm consolidate`` and the continual
+runner call).
+
+Weights are compared on *loaded* state dicts: transformers 5 saves llava checkpoints under the
+legacy key layout, so reading safetensors keys directly would pair the wrong tensors. The result is
+written with ``save_pretrained`` (plus the processor) into a staging directory renamed into place,
+so it is a normal Hugging Face llava directory and never half-written.
+
+``current`` may also be a peft LoRA adapter directory trained on top of ``previous``: the update is
+then known exactly in factored form (Δ = scale·B·A) and SAC takes its fast path on those tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medvlm.continual import ConsolidationConfig, LowRankDelta, StateDict, get_consolidator
+from medvlm.errors import ModelError
+from medvlm.io import replace_dir, write_json
+from medvlm.model.build import load_pretrained
+
+log = logging.getLogger("medvlm")
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def stored_dtype(model_dir: str | Path) -> str:
+    """The dtype a llava directory was saved in (so consolidation neither widens nor narrows it)."""
+    config_file = Path(model_dir) / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return "float32"
+    for holder in (config, config.get("text_config") or {}):
+        value = holder.get("dtype") or holder.get("torch_dtype")
+        if value in ("float32", "bfloat16", "float16"):
+            return value
+    return "float32"
+
+
+def lora_factors(peft_model: torch.nn.Module) -> dict[str, LowRankDelta]:
+    """Exact factors of every plain-LoRA update, keyed by the merged model's state-dict name.
+
+    DoRA, fan-in-fan-out layers and LoRA with bias are not pure low-rank updates and are left out
+    (their tensors take the dense path). Several adapters on one layer are stacked: Σ s_i·B_i·A_i =
+    [s_1·B_1 … s_k·B_k]·[A_1; …; A_k].
+    """
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    factors: dict[str, LowRankDelta] = {}
+    for name, module in peft_model.named_modules():
+        if not isinstance(module, LoraLinear) or module.fan_in_fan_out or module.merged:
+            continue
+        adapters = [a for a in module.active_adapters if a in module.lora_A]
+        if not adapters or any(module.use_dora.get(a, False) or getattr(module, "lora_bias", {}).get(a, False)
+                               for a in adapters):
+            continue
+        b = torch.cat([module.lora_B[a].weight.detach().to(torch.float32) * float(module.scaling[a])
+                       for a in adapters], dim=1)
+        a = torch.cat([module.lora_A[a].weight.detach().to(torch.float32) for a in adapters], dim=0)
+        factors[f"{name.removeprefix('base_model.model.')}.weight"] = LowRankDelta(b, a, 1.0)
+    return factors
+
+
+@dataclass
+class Update:
+    """θ_{t−1} and θ̂_t as state dicts, a model object to load the result into, and its processor."""
+
+    model: torch.nn.Module
+    processor: Any
+    previous: StateDict
+    current: StateDict
+    low_rank: dict[str, LowRankDelta]
+
+
+def _snapshot(model: torch.nn.Module) -> StateDict:
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+def load_update(previous_dir: str | Path, current_dir: str | Path) -> Update:
+    """Load the two ends of one task's update (``current_dir``: a llava directory or a LoRA adapter)."""
+    dtype = stored_dtype(previous_dir)
+    model, processor = load_pretrained(previous_dir, dtype=dtype)
+    previous = _snapshot(model)
+    if is_adapter_dir(current_dir):
+        from peft import PeftModel
+
+        base, _ = load_pretrained(previous_dir, dtype=dtype)
+        try:
+            adapted = PeftModel.from_pretrained(base, str(current_dir))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"{current_dir}: cannot load the adapter on top of {previous_dir}: {exc}",
+                             ) from None
+        low_rank = lora_factors(adapted)
+        current = adapted.merge_and_unload().state_dict()
+    else:
+        trained, processor = load_pretrained(current_dir, dtype=dtype)
+        low_rank, current = {}, trained.state_dict()
+    return Update(model, processor, previous, current, low_rank)
+
+
+def consolidate_checkpoints(method: str, previous_dir: str | Path, current_dir: str | Path,
+                            output_dir: str | Path, config: ConsolidationConfig) -> dict[str, Any]:
+    """θ_t = consolidator(θ_{t−1}, θ̂_t) written to ``output_dir``; returns the consolidation stats."""
+    consolidator = get_consolidator(method)
+    update = load_update(previous_dir, current_dir)
+    if not config.low_rank:
+        config.low_rank = update.low_rank
+    state = consolidator(update.previous, update.current, config)
+    update.model.load_state_dict(state, strict=True)
+    output_dir = Path(output_dir)
+    staging = output_dir.with_name(f".{output_dir.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    update.model.save_pretrained(staging)
+    update.processor.save_pretrained(staging)
+    summary = {key: value for key, value in config.stats.items() if key != "tensors"}
+    record = {"previous": str(previous_dir), "current": str(current_dir), **summary,
+              "tensors": config.stats.get("tensors", {})}
+    write_json(staging / "consolidation.json", record)
+    replace_dir(staging, output_dir)
+    log.info("consolidated (%s) %s + %s -> %s", method, previous_dir, current_dir, output_dir)
+    return summary

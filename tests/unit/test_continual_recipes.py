@@ -1,0 +1,39 @@
+"""Shipped continual recipes validate, and the continual section rejects what it cannot run."""
+
+from __future__ import annotations
+
+import pytest
+
+from medvlm.errors import RecipeError
+from medvlm.recipe import load_recipe
+from medvlm.train.continual import _components, is_continual_recipe
+from tests.conftest import REPO
+
+ENV = {name: f"/tmp/{name.lower()}" for name in (
+    "MEDVLM_BASE_MODEL", "VQA_RAD_DIR", "SLAKE_DIR", "PATHVQA_DIR", "MEDVLM_GENERAL_PROBE",
+    "MEDVLM_TEXT_INQUIRIES", "MEDVLM_RUNS")}
+
+
+@pytest.mark.parametrize("path", ["recipes/demo/continual.yaml", "recipes/continual/medical_vqa_sac_uir.yaml"])
+def test_shipped_continual_recipes_validate(path: str, monkeypatch) -> None:
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    assert is_continual_recipe(REPO / path)
+    recipe = load_recipe(REPO / path)
+    consolidator, guards = _components(recipe)
+    assert recipe.continual.method == "sac+uir" and consolidator == "sac" and [n for n, _ in guards] == ["uir"]
+    assert len(recipe.continual.tasks) == 3 and [p.name for p in recipe.continual.probes] == ["general"]
+
+
+def test_continual_section_errors_name_the_key(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("continual:\n  method: sac\n  tasks: [{name: a, train: [{dataset: x}], eval: [{dataset: x}]},\n"
+                    "          {name: a, train: [{dataset: x}], eval: [{dataset: x}]}]\n  sac: {ratoi: 0.2}\n")
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path)
+    assert "continual.sac.ratoi" in str(error.value) and "did you mean 'ratio'" in str(error.value)
+    path.write_text("continual:\n  method: sac\n  tasks: [{name: a, train: [{dataset: x}], eval: [{dataset: x}]},\n"
+                    "          {name: a, train: [{dataset: x}], eval: [{dataset: x}]}]\n")
+    with pytest.raises(RecipeError, match="repeated: a"):
+        load_recipe(path)
+    assert not is_continual_recipe(REPO / "recipes" / "demo" / "pipeline.yaml")
