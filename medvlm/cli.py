@@ -92,13 +92,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from medvlm.data.sources import read_source
     from medvlm.eval.predict import PredictSettings, generate_answers
-    from medvlm.model.build import load_pretrained
+    from medvlm.model.export import load_for_inference
 
     samples, report = read_source(args.dataset, args.path, args.split, policy=args.on_bad_record,
                                   limit=args.limit, image_root=args.image_root, **_parse_options(args.option))
     if report.skipped:
         print(f"skipped {report.skipped} bad record(s): {report.summary()['skip_reasons']}", file=sys.stderr)
-    model, processor = load_pretrained(args.model)
+    model, processor = load_for_inference(args.model)
     settings = PredictSettings(template=args.template, prompt_style=args.prompt_style,
                                batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                system_prompt=args.system_prompt, model_id=args.model_id or args.model)
@@ -120,6 +120,14 @@ def _score(args: argparse.Namespace) -> int:
                                "predictions": args.predictions, "skipped_records": report.skipped})
     write_json(args.output, result)
     print(json.dumps(result["metrics"], indent=2))
+    return 0
+
+
+@command("export")
+def _export(args: argparse.Namespace) -> int:
+    from medvlm.model.export import export_model
+
+    print(f"exported: {export_model(args.source, args.destination, merge_lora=args.merge_lora)}")
     return 0
 
 
@@ -179,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
     p = sub.add_parser("predict", help="batched greedy answers for a dataset, as a LLaVA answer file")
-    p.add_argument("--model", required=True, help="Hugging Face llava model directory")
+    p.add_argument("--model", required=True, help="Hugging Face llava model directory, a run, a checkpoint "
+                   "or an adapter directory (adapters are merged into their base)")
     _add_dataset_args(p)
     p.add_argument("--output", required=True, help="answer file (JSONL); resumes if it exists")
     p.add_argument("--template", default="vicuna_v1")
@@ -194,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_args(p)
     p.add_argument("--predictions", required=True)
     p.add_argument("--output", required=True)
+
+    p = sub.add_parser("export", help="a run, checkpoint or adapter as a model plain transformers loads")
+    p.add_argument("source", metavar="RUN_DIR", help="stage output directory, RUN/checkpoints/checkpoint-N, "
+                   "an adapter directory or a llava model directory")
+    p.add_argument("destination", metavar="DST")
+    p.add_argument("--merge-lora", action="store_true", help="fold LoRA/DoRA/QLoRA adapters into the weights "
+                   "(QLoRA: into the dequantised base); without it an adapter run exports its adapter")
 
     data = sub.add_parser("data", help="inspect, convert, preview data").add_subparsers(
         dest="data_command", required=True, metavar="DATA_COMMAND")

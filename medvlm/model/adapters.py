@@ -25,6 +25,10 @@ from medvlm.recipe import PeftSpec
 
 PROJECTOR_MODULE = "multi_modal_projector"
 ADAPTER_CONFIG = "adapter_config.json"
+# Measured with transformers 5.23: from_pretrained(adapter_dir) renames the DoRA magnitude vectors
+# and silently leaves them at their initial values; peft's PeftModel.from_pretrained loads them.
+DORA_NATIVE_LOADING = ("transformers' own adapter loading silently drops DoRA magnitude vectors, so a DoRA "
+                       "adapter directory would load wrongly without medvlm")
 
 
 def check_peft_plan(spec: PeftSpec, trainable: tuple[str, ...] | list[str], *,
@@ -42,6 +46,8 @@ def check_peft_plan(spec: PeftSpec, trainable: tuple[str, ...] | list[str], *,
         re.compile(spec.target_modules)
     except re.error as exc:
         raise ModelError(f"peft.target_modules is not a valid regular expression: {exc}") from None
+    if uses_dora(spec) and not spec.merge_at_end:
+        raise ModelError(DORA_NATIVE_LOADING + "; keep peft.merge_at_end=true for DoRA")
     if spec.method == "qlora":
         from medvlm.model.quant import require_bitsandbytes
 
@@ -54,10 +60,14 @@ def check_peft_plan(spec: PeftSpec, trainable: tuple[str, ...] | list[str], *,
         require_bitsandbytes()
 
 
+def uses_dora(spec: PeftSpec) -> bool:
+    return spec.method == "dora" or spec.dora
+
+
 def lora_config(spec: PeftSpec, trainable: tuple[str, ...] | list[str]) -> LoraConfig:
     return LoraConfig(
         r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=spec.target_modules,
-        use_dora=spec.method == "dora" or spec.dora, bias="none",
+        use_dora=uses_dora(spec), bias="none",
         modules_to_save=[PROJECTOR_MODULE] if "projector" in trainable and spec.train_projector else None)
 
 
@@ -85,10 +95,13 @@ def set_base_reference(model: PeftModel, base: str | Path | None) -> None:
         config.base_model_name_or_path = str(base) if base else None
 
 
+def adapter_settings(path: str | Path) -> dict:
+    return json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+
+
 def adapter_base(path: str | Path) -> str | None:
     """The base model directory an adapter directory names (None when it names none)."""
-    config = json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    return config.get("base_model_name_or_path") or None
+    return adapter_settings(path).get("base_model_name_or_path") or None
 
 
 def merge_adapter(base: torch.nn.Module, adapter_dir: str | Path) -> torch.nn.Module:

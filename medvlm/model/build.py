@@ -189,7 +189,7 @@ def load_model(spec: ModelSpec, template: str = "vicuna_v1", quantization=None,
                 processor.save_pretrained(tmp)
                 model, _ = load_pretrained(tmp, dtype=spec.dtype, attn_implementation=spec.attn_implementation,
                                            quantization=quantization)
-            model.config._name_or_path = ""  # the temporary directory is gone
+            model.config._name_or_path = model.name_or_path = ""  # the temporary directory is gone
         return model, processor
     raise ModelError("the recipe names no model: set model.path (a local Hugging Face llava directory) "
                      "or model.preset (e.g. tiny-clip-llama)")

@@ -30,7 +30,14 @@ from transformers import AutoProcessor, ProcessorMixin
 
 from medvlm.errors import ModelError
 from medvlm.io import replace_dir
-from medvlm.model.adapters import ADAPTER_CONFIG, adapter_base, is_adapter_dir, merge_adapter
+from medvlm.model.adapters import (
+    ADAPTER_CONFIG,
+    DORA_NATIVE_LOADING,
+    adapter_base,
+    adapter_settings,
+    is_adapter_dir,
+    merge_adapter,
+)
 from medvlm.model.build import DTYPES, ensure_processor_fields, load_model, load_pretrained
 from medvlm.recipe import Recipe, validate
 
@@ -156,6 +163,8 @@ def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None 
         preset = recipe.model.preset if recipe is not None else None
         raise ModelError(f"{source.path}: the adapter's base is the tiny preset '{preset}', which has no model "
                          "directory to point at; export with --merge-lora")
+    if adapter_settings(source.path).get("use_dora"):
+        raise ModelError(f"{source.path}: {DORA_NATIVE_LOADING}; export it with --merge-lora")
     base = Path(base).resolve()
     if not (base / "config.json").is_file():
         raise ModelError(f"{base}: the adapter's base model directory is missing")
@@ -182,6 +191,8 @@ def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None 
         preset = recipe.model.preset if recipe is not None else None
         raise ModelError(f"{source.path}: the adapter's base is the tiny preset '{preset}', which has no model "
                          "directory to point at; export with --merge-lora")
+    if adapter_settings(source.path).get("use_dora"):
+        raise ModelError(f"{source.path}: {DORA_NATIVE_LOADING}; export it with --merge-lora")
     base = Path(base).resolve()
     if not (base / "config.json").is_file():
         raise ModelError(f"{base}: the adapter's base model directory is missing")
