@@ -131,6 +131,18 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("convert-llava")
+def _convert_llava(args: argparse.Namespace) -> int:
+    from medvlm.model.convert import convert_llava
+
+    report = convert_llava(args.source, args.destination, vision_tower=args.vision_tower, template=args.template,
+                           dtype=args.dtype)
+    print(f"converted {report.model_type} ({report.projector_type} projector, vision tower from "
+          f"{report.vision_tower_from}; added tokens: {', '.join(report.added_tokens) or 'none'}) → "
+          f"{args.destination}")
+    return 0
+
+
 @command("data preview")
 def _data_preview(args: argparse.Namespace) -> int:
     from medvlm.data.preview import preview
@@ -210,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination", metavar="DST")
     p.add_argument("--merge-lora", action="store_true", help="fold LoRA/DoRA/QLoRA adapters into the weights "
                    "(QLoRA: into the dequantised base); without it an adapter run exports its adapter")
+
+    p = sub.add_parser("convert-llava", help="original LLaVA / LLaVA-Med checkpoint → Hugging Face llava")
+    p.add_argument("source", metavar="SRC", help="directory with config.json (llava_llama / llava_mistral) "
+                   "and the weights")
+    p.add_argument("destination", metavar="DST")
+    p.add_argument("--vision-tower", metavar="DIR", help="local CLIP/SigLIP directory (needed when the "
+                   "checkpoint lacks the tower's weights or names no local tower)")
+    p.add_argument("--template", help="chat template to save (default: vicuna_v1 for llava_llama, "
+                   "mistral_instruct for llava_mistral)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                   help="weights dtype (default: the checkpoint's torch_dtype)")
 
     data = sub.add_parser("data", help="inspect, convert, preview data").add_subparsers(
         dest="data_command", required=True, metavar="DATA_COMMAND")
