@@ -143,6 +143,17 @@ def _convert_llava(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("plan")
+def _plan(args: argparse.Namespace) -> int:
+    from medvlm.plan import plan_memory
+    from medvlm.recipe import load_recipe
+
+    plan = plan_memory(load_recipe(args.recipe, args.overrides), gpus=args.gpus, gpu_memory_gb=args.gpu_memory,
+                       reference=args.shapes)
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.describe())
+    return 0
+
+
 @command("data preview")
 def _data_preview(args: argparse.Namespace) -> int:
     from medvlm.data.preview import preview
@@ -233,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "mistral_instruct for llava_mistral)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
                    help="weights dtype (default: the checkpoint's torch_dtype)")
+
+    p = sub.add_parser("plan", help="per-GPU training memory of a recipe, before any weights load")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU size to check the plan against (GiB)")
+    p.add_argument("--gpus", type=int, help="GPUs sharing the run (default: WORLD_SIZE or 1)")
+    p.add_argument("--shapes", metavar="NAME", help="plan with a released model's shapes instead of "
+                   "model.path/preset (llava-med-v1.5-7b)")
+    p.add_argument("--json", action="store_true")
 
     data = sub.add_parser("data", help="inspect, convert, preview data").add_subparsers(
         dest="data_command", required=True, metavar="DATA_COMMAND")
