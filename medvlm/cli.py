@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medvlm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"medvlm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true")
+    # the deepspeed launcher passes --local_rank=N right after the module name; LOCAL_RANK says the same
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="run one training stage from a recipe")
@@ -273,7 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     name = args.command if args.command != "data" else f"data {args.data_command}"
     try:
-        return COMMANDS[name](args)
+        status = COMMANDS[name](args)
+        from medvlm.distributed import shutdown
+
+        shutdown()  # under torchrun / deepspeed: tear the process group down cleanly (no SIGABRT at exit)
+        return status
     except MedvlmError as exc:
         print(f"medvlm: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -68,6 +68,17 @@ def barrier() -> None:
         dist.barrier()
 
 
+def forget_deepspeed_config() -> None:
+    """After training: later model loads in this process must not be partitioned by ZeRO-3.
+
+    transformers wraps every model it builds in ``deepspeed.zero.Init`` while a ZeRO-3 config is
+    registered — a collective; the merge that runs on the main process alone would wait forever.
+    """
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+
+
 def shutdown() -> None:
     """Tear the default process group down cleanly: collect garbage, barrier, destroy.
 

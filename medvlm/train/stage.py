@@ -37,7 +37,7 @@ from medvlm.data.sources import read_source
 from medvlm.data.templates import get_template
 from medvlm.errors import DataError, MedvlmError
 from medvlm.io import write_json, write_text
-from medvlm.distributed import barrier, zero_stage
+from medvlm.distributed import barrier, forget_deepspeed_config, zero_stage
 from medvlm.io import replace_dir
 from medvlm.model.adapters import apply_lora, check_peft_plan, merge_adapter, set_base_reference
 from medvlm.model.build import (
@@ -113,7 +113,9 @@ def training_arguments(recipe: Recipe, out: Path, find_unused: bool, count_token
         gradient_checkpointing=spec.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if spec.gradient_checkpointing else None,
         deepspeed=spec.deepspeed, include_num_input_tokens_seen="non_padding" if count_tokens else "no",
-        ddp_find_unused_parameters=find_unused, disable_tqdm=False)
+        ddp_find_unused_parameters=find_unused, disable_tqdm=False,
+        # without use_cpu the Trainer does not run DDP (gloo) on a CPU-only machine under torchrun
+        use_cpu=not torch.cuda.is_available())
 
 
 def _callbacks(recipe: Recipe, out: Path) -> list:
@@ -251,6 +253,7 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
             save_final_model(model, processor, recipe.data.template, out)
     else:
         save_trained(trainer, processor, recipe.data.template, out, adapter=adapters)
+    forget_deepspeed_config()
     if adapters:
         del trainer, setup, model  # free the training model before loading the base to merge into
         gc.collect()
