@@ -46,7 +46,8 @@ HEADROOM_BYTES = int(0.75 * GIB)
 # hooks on transformers 5.23 layers of several shapes; the fit is exact on every shape measured.
 #   mode: full = weights trainable; frozen = weights frozen but gradients flow through (stage 1
 #   trains the projector below the LLM); lora / lora_dropout = frozen base + adapters on all seven
-#   linears (dropout > 0 keeps a dropped copy of each adapter input).
+#   linears (dropout > 0 keeps a dropped copy of each adapter input). DoRA adds (act + 4) bytes per
+#   output feature of each adapted linear (measured peaks of tiny models; see _layer_bytes).
 LAYER_BYTES: dict[tuple[str, int], tuple[int, int, int, int]] = {
     ("full", 4): (34, 8, 16, 8), ("full", 2): (21, 4, 8, 8),
     ("frozen", 4): (18, 8, 12, 8), ("frozen", 2): (13, 4, 6, 8),
@@ -216,11 +217,13 @@ def _quantised_bytes(numel: int, out_features: int, bits: int, double_quant: boo
     return numel // 2 + scales
 
 
-def _layer_bytes(mode: str, act_bytes: int, s: ModelShapes, lora_r: int) -> int:
+def _layer_bytes(mode: str, act_bytes: int, s: ModelShapes, lora_r: int, dora: bool = False) -> int:
     a, b, c, d = LAYER_BYTES[(mode, act_bytes)]
     per_token = a * s.hidden + b * s.kv_dim + c * s.intermediate + d + 4 * s.heads
     if mode.startswith("lora"):
         per_token += 4 * lora_r * LORA_LINEARS_PER_LAYER
+    if dora:  # DoRA rescales every adapted output: a float32 and an activation-dtype copy per feature
+        per_token += (act_bytes + 4) * (3 * s.hidden + 2 * s.kv_dim + 2 * s.intermediate)
     return per_token
 
 
@@ -292,7 +295,7 @@ def plan_memory(recipe: Recipe, *, gpus: int | None = None, gpu_memory_gb: float
         mode = ""
     activations = backward_extra = logits = 0
     if mode:
-        per_layer = _layer_bytes(mode, act, shapes, peft.r) * tokens
+        per_layer = _layer_bytes(mode, act, shapes, peft.r, dora=peft.method == "dora" or peft.dora) * tokens
         final_norm = tokens * shapes.hidden * (4 + act)
         logits = tokens * shapes.vocab * (act + 8)  # logits/log-softmax and float32 gradient buffers
         activations = final_norm + ((recipe.train.per_device_batch_size * shapes.image_tokens

@@ -11,13 +11,11 @@ import yaml
 
 from medvlm.cli import main
 from medvlm.errors import ModelError
-from medvlm.memtrack import PeakMemory
-from medvlm.model.adapters import apply_lora
-from medvlm.model.build import apply_freeze_plan, load_model
+from medvlm.memtrack import measure_training_peak
+from medvlm.model.build import load_model
 from medvlm.model.quant import quantization_config
 from medvlm.plan import GIB, plan_memory
 from medvlm.recipe import Recipe
-from medvlm.train.stage import trainable_components
 
 
 def recipe(**sections) -> Recipe:
@@ -29,36 +27,6 @@ def recipe(**sections) -> Recipe:
     return Recipe.model_validate(tree)
 
 
-def measured_peak(r: Recipe) -> int:
-    """Two AdamW steps on a full-length batch, the model built exactly as a medvlm stage builds it."""
-    spec = r.peft
-    trainable = trainable_components(r)
-    model, _ = load_model(r.model, quantization=quantization_config(spec, torch.float32))
-    if spec.method == "none":
-        apply_freeze_plan(model, trainable)
-    else:
-        apply_freeze_plan(model, ())
-        model = apply_lora(model, spec, trainable, gradient_checkpointing=r.train.gradient_checkpointing)
-    if r.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    model.train()
-    generator = torch.Generator().manual_seed(0)
-    batch, length = r.train.per_device_batch_size, r.data.max_length
-    ids = torch.randint(10, 500, (batch, length), generator=generator)
-    ids[:, 1:17] = model.config.image_token_id  # 16 image positions, part of max_length
-    pixel_dtype = torch.float32 if spec.method == "qlora" else model.dtype
-    pixels = torch.randn(batch, 3, 32, 32, generator=generator).to(pixel_dtype)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
-                                  fused=True)  # the Trainer's default
-    with PeakMemory("cpu", model, optimizer) as peak:
-        for _ in range(2):
-            model(input_ids=ids, pixel_values=pixels, labels=ids).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-    return peak.bytes
-
-
 CASES = {
     "full fp32": {},
     "full bf16 + checkpointing": {"model": {"preset": "tiny-clip-llama", "dtype": "bfloat16"},
@@ -67,6 +35,7 @@ CASES = {
     "lora + dropout + checkpointing": {"peft": {"method": "lora", "dropout": 0.05},
                                        "train": {"gradient_checkpointing": True}},
     "qlora nf4": {"peft": {"method": "qlora", "dropout": 0.0}},
+    "dora": {"peft": {"method": "dora", "dropout": 0.0}},
     "short sequences (optimizer step peaks)": {"data": {"max_length": 24}, "train": {"per_device_batch_size": 1}},
 }
 
@@ -74,7 +43,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_plan_matches_the_measured_peak_of_tiny_models(case: str) -> None:
     r = recipe(**CASES[case])
-    planned, measured = plan_memory(r).total, measured_peak(r)
+    planned, measured = plan_memory(r).total, measure_training_peak(r)
     assert 0.9 <= planned / measured <= 1.1, f"{case}: planned {planned:,} vs measured {measured:,} bytes"
 
 
