@@ -35,10 +35,9 @@ from medvlm.data.prompts import apply_prompt_style
 from medvlm.data.records import Sample
 from medvlm.data.sources import read_source
 from medvlm.data.templates import get_template
-from medvlm.errors import DataError, MedvlmError
-from medvlm.io import write_json, write_text
 from medvlm.distributed import barrier, forget_deepspeed_config, zero_stage
-from medvlm.io import replace_dir
+from medvlm.errors import DataError, MedvlmError
+from medvlm.io import replace_dir, write_json, write_text
 from medvlm.model.adapters import apply_lora, check_peft_plan, merge_adapter, set_base_reference
 from medvlm.model.build import (
     DTYPES,

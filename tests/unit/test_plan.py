@@ -102,3 +102,25 @@ def test_plan_cli(tmp_path: Path, capsys) -> None:
     assert "ZeRO-3" in capsys.readouterr().err
     with pytest.raises(ModelError, match="unknown reference"):
         plan_memory(recipe(), reference="gpt-5")
+
+
+@pytest.mark.parametrize("name", ["vqa_rad.yaml", "instruct.yaml"])
+def test_shipped_qlora_recipes_fit_a_24gb_gpu(name: str, monkeypatch) -> None:
+    from medvlm.recipe import load_recipe
+    from tests.conftest import REPO
+
+    for variable in ("MEDVLM_BASE_MODEL", "LLAVA_MED_DATA", "VQA_RAD_DIR", "MEDVLM_RUNS"):
+        monkeypatch.setenv(variable, "/nonexistent")
+    r = load_recipe(REPO / "recipes" / "qlora" / name)
+    assert r.peft.method == "qlora" and r.train.deepspeed is None and r.train.gradient_checkpointing
+    plan = plan_memory(r, gpu_memory_gb=24, reference="llava-med-v1.5-7b")
+    assert plan.fits and plan.total < 16e9
+
+
+def test_qlora_demo_recipe_plans_on_its_tiny_preset() -> None:
+    from medvlm.recipe import load_recipe
+    from tests.conftest import REPO
+
+    r = load_recipe(REPO / "recipes" / "qlora" / "demo.yaml")
+    assert r.model.preset == "tiny-clip-llama" and r.peft.method == "qlora"
+    assert plan_memory(r, gpu_memory_gb=1).fits
