@@ -13,7 +13,8 @@ vision tower's input size, and the collator — through a ``DataLoader`` with 0 
 The CT sets hold identical pixels, so their ratios are the cost of the DICOM path itself. The pixel
 cache is off (every sample decodes, as in a first epoch or a data set larger than the cache). Each
 configuration runs ``--repeats`` times, interleaved, and medians are reported; ``decode_ms`` times
-``load_image`` alone and ``preprocess_ms`` the shared pad/resize/normalise step. Ratios are taken within this run, so they stay meaningful on a busy machine.
+``load_image`` alone and ``preprocess_ms`` the shared pad/resize/normalise step. Ratios are taken within
+this run, so they stay meaningful on a busy machine.
 
     python bench/data_throughput.py [--samples 192] [--repeats 3] [--image-size 336]
 

@@ -3,7 +3,8 @@
 Both loops train the same tiny model (same initial weights) on the same batches: one DataLoader
 (dataset, modality/length-grouped sampler, collator) feeds each, so the ratio measures what the
 Trainer layer costs — loss-plugin hook, logging, scheduler, grad clipping, token counting — not data
-loading or one-off set-up (the Trainer side is timed from ``on_train_begin`` to ``on_train_end``). Each side runs ``--repeats`` times, alternating, and the median tokens/s is compared.
+loading or one-off set-up (the Trainer side is timed from ``on_train_begin`` to ``on_train_end``).
+Each side runs ``--repeats`` times, alternating, and the median tokens/s is compared.
 
 The second measurement is the share of padded token positions with LLaVA's modality- and
 length-grouped batching versus random batching on the synthetic data mix.

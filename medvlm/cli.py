@@ -156,6 +156,37 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("export")
+def _export(args: argparse.Namespace) -> int:
+    from medvlm.model.export import export_model
+
+    print(f"exported: {export_model(args.source, args.destination, merge_lora=args.merge_lora)}")
+    return 0
+
+
+@command("convert-llava")
+def _convert_llava(args: argparse.Namespace) -> int:
+    from medvlm.model.convert import convert_llava
+
+    report = convert_llava(args.source, args.destination, vision_tower=args.vision_tower, template=args.template,
+                           dtype=args.dtype)
+    print(f"converted {report.model_type} ({report.projector_type} projector, vision tower from "
+          f"{report.vision_tower_from}; added tokens: {', '.join(report.added_tokens) or 'none'}) → "
+          f"{args.destination}")
+    return 0
+
+
+@command("plan")
+def _plan(args: argparse.Namespace) -> int:
+    from medvlm.plan import plan_memory
+    from medvlm.recipe import load_recipe
+
+    plan = plan_memory(load_recipe(args.recipe, args.overrides), gpus=args.gpus, gpu_memory_gb=args.gpu_memory,
+                       reference=args.shapes)
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.describe())
+    return 0
+
+
 @command("data preview")
 def _data_preview(args: argparse.Namespace) -> int:
     from medvlm.data.preview import preview
@@ -223,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medvlm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"medvlm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true")
+    # the deepspeed launcher passes --local_rank=N right after the module name; LOCAL_RANK says the same
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="run one training stage from a recipe")
@@ -253,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
     p = sub.add_parser("predict", help="batched greedy answers for a dataset, as a LLaVA answer file")
-    p.add_argument("--model", required=True, help="Hugging Face llava model directory")
+    p.add_argument("--model", required=True, help="Hugging Face llava model directory, a run, a checkpoint "
+                   "or an adapter directory (adapters are merged into their base)")
     _add_dataset_args(p)
     p.add_argument("--output", required=True, help="answer file (JSONL); resumes if it exists")
     p.add_argument("--template", default="vicuna_v1")
@@ -281,6 +315,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", action="append", metavar="SCORES_OR_DIR",
                    help="baseline scores (file or run directory), compared item by item; repeatable")
     p.add_argument("--title")
+
+    p = sub.add_parser("export", help="a run, checkpoint or adapter as a model plain transformers loads")
+    p.add_argument("source", metavar="RUN_DIR", help="stage output directory, RUN/checkpoints/checkpoint-N, "
+                   "an adapter directory or a llava model directory")
+    p.add_argument("destination", metavar="DST")
+    p.add_argument("--merge-lora", action="store_true", help="fold LoRA/DoRA/QLoRA adapters into the weights "
+                   "(QLoRA: into the dequantised base); without it an adapter run exports its adapter")
+
+    p = sub.add_parser("convert-llava", help="original LLaVA / LLaVA-Med checkpoint → Hugging Face llava")
+    p.add_argument("source", metavar="SRC", help="directory with config.json (llava_llama / llava_mistral) "
+                   "and the weights")
+    p.add_argument("destination", metavar="DST")
+    p.add_argument("--vision-tower", metavar="DIR", help="local CLIP/SigLIP directory (needed when the "
+                   "checkpoint lacks the tower's weights or names no local tower)")
+    p.add_argument("--template", help="chat template to save (default: vicuna_v1 for llava_llama, "
+                   "mistral_instruct for llava_mistral)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                   help="weights dtype (default: the checkpoint's torch_dtype)")
+
+    p = sub.add_parser("plan", help="per-GPU training memory of a recipe, before any weights load")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU size to check the plan against (GiB)")
+    p.add_argument("--gpus", type=int, help="GPUs sharing the run (default: WORLD_SIZE or 1)")
+    p.add_argument("--shapes", metavar="NAME", help="plan with a released model's shapes instead of "
+                   "model.path/preset (llava-med-v1.5-7b)")
+    p.add_argument("--json", action="store_true")
 
     data = sub.add_parser("data", help="inspect, convert, preview data").add_subparsers(
         dest="data_command", required=True, metavar="DATA_COMMAND")
@@ -321,7 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     name = args.command if args.command != "data" else f"data {args.data_command}"
     try:
-        return COMMANDS[name](args)
+        status = COMMANDS[name](args)
+        from medvlm.distributed import shutdown
+
+        shutdown()  # under torchrun / deepspeed: tear the process group down cleanly (no SIGABRT at exit)
+        return status
     except MedvlmError as exc:
         print(f"medvlm: error: {exc}", file=sys.stderr)
         return exc.exit_code

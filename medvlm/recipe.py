@@ -121,10 +121,18 @@ class PeftSpec(_Section):
     target_modules: str = (
         r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$")
     train_projector: bool = True
-    bits: Literal[4, 8] = 4
+    bits: Literal[4, 8] = Field(4, description="qlora: 4-bit (quant_type) or 8-bit (LLM.int8) base weights")
     double_quant: bool = True
     quant_type: Literal["nf4", "fp4"] = "nf4"
-    merge_at_end: bool = True
+    dora: bool = Field(False, description="weight-decomposed adapters with lora/qlora (method dora = lora + this)")
+    merge_at_end: bool = Field(True, description="OUT/model holds the merged model (else the adapter; "
+                               "OUT/adapter is kept either way)")
+
+    @model_validator(mode="after")
+    def _dora_needs_adapters(self) -> PeftSpec:
+        if self.dora and self.method == "none":
+            raise ValueError("peft.dora needs peft.method lora, dora or qlora")
+        return self
 
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # task and probe names become directory names

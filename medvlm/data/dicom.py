@@ -96,7 +96,8 @@ class DicomSettings:
             if channels == "default" or channels is True:
                 channels = DEFAULT_CHANNELS
             if not isinstance(channels, (list, tuple)) or len(channels) != 3:
-                raise DataError("channels must list three windows, e.g. [lung, mediastinum, bone]", key="dicom.channels")
+                raise DataError("channels must list three windows, e.g. [lung, mediastinum, bone]",
+                                key="dicom.channels")
             channels = tuple(_window_spec(item, allow_modes=False) for item in channels)
         frame = value.get("frame", "middle")
         if not (frame in FRAME_CHOICES or (isinstance(frame, int) and not isinstance(frame, bool))):
@@ -387,7 +388,8 @@ def read_dicom(path: str | os.PathLike, settings: DicomSettings | Mapping[str, A
         else:
             display, applied = _colour_display(arr, ds), "colour"
     except (AttributeError, IndexError, KeyError, ValueError, TypeError, NotImplementedError) as exc:
-        raise DataError(f"cannot apply the DICOM LUTs of {path}: {type(exc).__name__}: {_scrub(str(exc), ds)}") from None
+        reason = f"{type(exc).__name__}: {_scrub(str(exc), ds)}"
+        raise DataError(f"cannot apply the DICOM LUTs of {path}: {reason}") from None
     pixels = np.rint(np.clip(display, 0.0, 1.0) * 255.0).astype(np.uint8)
     image = Image.fromarray(pixels, "L").convert("RGB") if pixels.ndim == 2 else Image.fromarray(pixels, "RGB")
     return image, _info(ds, frames=frames, frame=frame, window=applied)
@@ -402,7 +404,8 @@ def _info(ds: Any, *, frames: int, frame: int | None, window: str | None) -> Dic
         rows=int(ds.Rows) if "Rows" in ds else None, columns=int(ds.Columns) if "Columns" in ds else None,
         frames=frames, frame=frame, pixel_spacing=pair,  # type: ignore[arg-type]
         slice_thickness=_number(ds.get("SliceThickness")),
-        photometric_interpretation=str(ds.get("PhotometricInterpretation")) if ds.get("PhotometricInterpretation") else None,
+        photometric_interpretation=(str(ds.get("PhotometricInterpretation"))
+                                    if ds.get("PhotometricInterpretation") else None),
         window=window)
 
 

@@ -69,7 +69,8 @@ def format_inspection(result: dict[str, Any], max_problems: int | None = None) -
              "counts:", f"  total: {counts['total']}"]
     lines += [_line(name, counts[name]) for name in BREAKDOWN_FIELDS]
     if images["mode"] != "none":
-        lines.append(f"images ({images['mode']} check): {images['referenced']} referenced · {images['present']} present · "
+        lines.append(f"images ({images['mode']} check): {images['referenced']} referenced · "
+                     f"{images['present']} present · "
                      f"{images['missing']} missing · {images['unreadable']} unreadable · {images['refused']} refused "
                      f"(outside the image root) · {result['samples_with_image_problems']} of "
                      f"{result['with_images']} samples affected")

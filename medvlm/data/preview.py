@@ -31,7 +31,7 @@ def label_segments(input_ids: list[int], labels: list[int]) -> list[list[int]]:
     """Runs of consecutive supervised token ids."""
     segments: list[list[int]] = []
     current: list[int] = []
-    for token, label in zip(input_ids, labels):
+    for token, label in zip(input_ids, labels, strict=True):
         if label != IGNORE_INDEX:
             current.append(token)
         elif current:

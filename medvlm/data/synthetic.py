@@ -265,7 +265,7 @@ def shapes_vqa(scene: ShapeScene, rng: np.random.Generator) -> list[QA]:
     ]
     # one question per attribute, open or closed at random
     return [open_item if rng.random() < 0.5 else closed_item
-            for open_item, closed_item in zip(open_items, closed_items)]
+            for open_item, closed_item in zip(open_items, closed_items, strict=True)]
 
 
 def shapes_conversation(scene: ShapeScene, rng: np.random.Generator) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ from medvlm.eval.answers import read_answers
 from medvlm.eval.predict import PredictSettings, generate_answers
 from medvlm.eval.score import score_answers
 from medvlm.io import sha256_file
-from medvlm.model.build import load_pretrained
+from medvlm.model.export import load_for_inference
 from medvlm.recipe import EvalSpec, SourceSpec
 
 log = logging.getLogger("medvlm")
@@ -39,7 +39,7 @@ def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *
                    system_prompt: str | None, image_aspect_ratio: str, policy: str = "error",
                    ) -> dict[str, dict[str, Any]]:
     """Answer files and scores for every dataset in ``spec``, written under ``out_dir/<dataset>/``."""
-    model, processor = load_pretrained(model_dir)
+    model, processor = load_for_inference(model_dir)
     results: dict[str, dict[str, Any]] = {}
     for source in spec.datasets:
         label = dataset_label(source)
@@ -132,7 +132,7 @@ def predict_dataset(
         log.warning("skipped %d bad record(s): %s", report.skipped, report.summary()["skip_reasons"])
     if not samples:
         raise DataError(f"no '{split}' samples in the data set", file=path)
-    model, processor = load_pretrained(model_dir, dtype=dtype)
+    model, processor = load_for_inference(model_dir, dtype=dtype)
     settings = PredictSettings(template=template, prompt_style=prompt_style, batch_size=batch_size,
                                max_new_tokens=max_new_tokens, system_prompt=system_prompt,
                                image_aspect_ratio=image_aspect_ratio, model_id=model_id or str(model_dir))

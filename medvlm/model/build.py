@@ -7,6 +7,7 @@ each curriculum stage trains.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,9 +119,22 @@ def ensure_processor_fields(processor: ProcessorMixin, model_config) -> Processo
 
 
 def load_pretrained(path: str | Path, *, dtype: str = "float32", attn_implementation: str = "sdpa",
-                    trust_remote_code: bool = False, **kwargs) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
+                    trust_remote_code: bool = False, quantization=None,
+                    **kwargs) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
+    """Model and processor of a local HF llava directory.
+
+    ``quantization`` (a ``BitsAndBytesConfig``, see :mod:`medvlm.model.quant`) loads the language
+    model's linear layers in 4 or 8 bits, placed on this process's device.
+    """
     path = Path(path)
+    if quantization is None and _is_bare_adapter_dir(path):
+        return _load_merged_adapter(path, dtype=dtype, attn_implementation=attn_implementation,
+                                    trust_remote_code=trust_remote_code)
     check_llava_dir(path)
+    if quantization is not None:
+        from medvlm.model.quant import quantized_device_map
+
+        kwargs = {"quantization_config": quantization, "device_map": quantized_device_map(), **kwargs}
     try:
         model = LlavaForConditionalGeneration.from_pretrained(
             path, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
@@ -128,20 +142,54 @@ def load_pretrained(path: str | Path, *, dtype: str = "float32", attn_implementa
         processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as exc:
         raise ModelError(f"{path}: cannot load model or processor: {exc}") from None
+    if quantization is not None:
+        from medvlm.model.quant import avoid_cpu_packing_bug
+
+        avoid_cpu_packing_bug(model)
     return model, ensure_processor_fields(processor, model.config)
 
 
-def load_model(spec: ModelSpec, template: str = "vicuna_v1") -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
-    """The model a recipe names: a local HF llava directory or a tiny preset."""
+def _is_bare_adapter_dir(path: Path) -> bool:
+    from medvlm.model.adapters import is_adapter_dir
+
+    return is_adapter_dir(path) and not (path / "config.json").is_file()
+
+
+def _load_merged_adapter(path: Path, **options) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
+    """An adapter directory (``peft.merge_at_end: false`` runs, adapter exports): base + adapter, merged."""
+    from medvlm.model.adapters import ADAPTER_CONFIG, adapter_base, merge_adapter
+
+    base = adapter_base(path)
+    if not base:
+        raise ModelError(f"{path / ADAPTER_CONFIG}: names no base model directory (base_model_name_or_path)")
+    model, processor = load_pretrained(base, **options)
+    model = merge_adapter(model, path)
+    if (path / "processor_config.json").is_file():
+        processor = ensure_processor_fields(AutoProcessor.from_pretrained(path), model.config)
+    return model, processor
+
+
+def load_model(spec: ModelSpec, template: str = "vicuna_v1", quantization=None,
+               ) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
+    """The model a recipe names: a local HF llava directory or a tiny preset (optionally quantised)."""
     if spec.path:
         return load_pretrained(spec.path, dtype=spec.dtype, attn_implementation=spec.attn_implementation,
-                               trust_remote_code=spec.trust_remote_code)
+                               trust_remote_code=spec.trust_remote_code, quantization=quantization)
     if spec.preset:
         from medvlm.model.tiny import build_tiny
 
         model, processor = build_tiny(spec.preset, seed=spec.init_seed, vocab_size=spec.tokenizer_vocab_size,
                                       template=template)
         model.config._attn_implementation = spec.attn_implementation
-        return model.to(DTYPES[spec.dtype]), processor
+        model = model.to(DTYPES[spec.dtype])
+        if quantization is not None:
+            # bitsandbytes quantises while loading: give the tiny model a directory to load from.
+            with tempfile.TemporaryDirectory(prefix="medvlm-preset-") as tmp:
+                model.save_pretrained(tmp)
+                processor.save_pretrained(tmp)
+                model, _ = load_pretrained(tmp, dtype=spec.dtype, attn_implementation=spec.attn_implementation,
+                                           quantization=quantization)
+            model.config._name_or_path = model.name_or_path = ""  # the temporary directory is gone
+        return model, processor
     raise ModelError("the recipe names no model: set model.path (a local Hugging Face llava directory) "
                      "or model.preset (e.g. tiny-clip-llama)")

@@ -7,8 +7,10 @@ Output directory layout (every file written atomically)::
     DIR/data_report.json       what each source read, kept, skipped; truncated and rejected samples
     DIR/checkpoints/           Trainer checkpoints (model or adapter, optimizer, RNG, state)
     DIR/logs/train.jsonl       loss, learning rate, grad norm, tokens/s per logging step
-    DIR/model/                 the final model in Hugging Face llava format (adapters merged)
-    DIR/adapter/               LoRA/DoRA stages: the adapter itself, before merging (peft format)
+    DIR/adapter/               LoRA/DoRA/QLoRA runs: the adapter with the fully trained projector
+    DIR/model/                 the final model in Hugging Face llava format (adapters merged; with
+                               peft.merge_at_end=false the adapter, naming its base directory)
+    DIR/base/                  only for merge_at_end=false on a tiny preset: the base the adapter names
     DIR/train_summary.json     steps, final loss, wall time, throughput
 
 ``DIR/model`` appears only when training finished, so its presence means "stage complete".
@@ -16,6 +18,7 @@ Output directory layout (every file written atomically)::
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 import time
@@ -24,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
 from transformers import TrainingArguments, set_seed
 
 from medvlm.data.collate import Collator, ConversationEncoder, SupervisedDataset
@@ -33,10 +35,20 @@ from medvlm.data.prompts import apply_prompt_style
 from medvlm.data.records import Sample
 from medvlm.data.sources import read_source
 from medvlm.data.templates import get_template
+from medvlm.distributed import barrier, forget_deepspeed_config, zero_stage
 from medvlm.errors import DataError, MedvlmError
-from medvlm.io import write_json, write_text
-from medvlm.model.adapters import apply_lora, check_peft_plan, merged
-from medvlm.model.build import STAGE_TRAINABLE, apply_freeze_plan, load_model, num_image_tokens, summarize
+from medvlm.io import replace_dir, write_json, write_text
+from medvlm.model.adapters import apply_lora, check_peft_plan, merge_adapter, set_base_reference
+from medvlm.model.build import (
+    DTYPES,
+    STAGE_TRAINABLE,
+    apply_freeze_plan,
+    load_model,
+    num_image_tokens,
+    summarize,
+)
+from medvlm.model.export import Source, export_adapter, run_base_model, save_llava_dir
+from medvlm.model.quant import quantization_config
 from medvlm.provenance import provenance
 from medvlm.recipe import Recipe, SourceSpec
 from medvlm.train.callbacks import JsonlLogger
@@ -106,7 +118,9 @@ def training_arguments(recipe: Recipe, out: Path, find_unused: bool, count_token
         gradient_checkpointing=spec.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if spec.gradient_checkpointing else None,
         deepspeed=spec.deepspeed, include_num_input_tokens_seen="non_padding" if count_tokens else "no",
-        ddp_find_unused_parameters=find_unused, disable_tqdm=False)
+        ddp_find_unused_parameters=find_unused, disable_tqdm=False,
+        # without use_cpu the Trainer does not run DDP (gloo) on a CPU-only machine under torchrun
+        use_cpu=not torch.cuda.is_available())
 
 
 def _callbacks(recipe: Recipe, out: Path) -> list:
@@ -121,23 +135,41 @@ def _callbacks(recipe: Recipe, out: Path) -> list:
     return callbacks
 
 
-def save_final_model(model: torch.nn.Module, processor, template: str, out: Path) -> Path:
-    """Write the (merged) model and processor to ``out/model`` via a staging directory."""
-    from medvlm.io import replace_dir
+def save_trained(trainer: MedvlmTrainer, processor, template: str, out: Path, adapter: bool) -> Path:
+    """Save what the Trainer trained: ``out/model`` (full model) or ``out/adapter`` (adapter + projector).
 
-    staging = out / ".model-staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    if isinstance(model, PeftModel):  # keep the exact low-rank update (SAC fast path, O-LoRA) too
-        adapter_staging = out / ".adapter-staging"
-        shutil.rmtree(adapter_staging, ignore_errors=True)
-        model.save_pretrained(adapter_staging)
-        replace_dir(adapter_staging, out / "adapter")
-    plain = merged(model)
-    plain.save_pretrained(staging)
-    processor.chat_template = get_template(template).jinja()
-    processor.save_pretrained(staging)
-    replace_dir(staging, out / "model")
-    return out / "model"
+    ``Trainer.save_model`` gathers ZeRO-3 shards (a collective: every process calls this) and writes
+    on the main process only; the directory appears complete or not at all.
+    """
+    final = out / ("adapter" if adapter else "model")
+    staging = out / f".{final.name}-staging"
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    if trainer.is_world_process_zero():
+        (staging / "training_args.bin").unlink(missing_ok=True)
+        processor.chat_template = get_template(template).jinja()
+        processor.save_pretrained(staging)
+        replace_dir(staging, final)
+    return final
+
+
+def finish_adapter_run(recipe: Recipe, processor, out: Path) -> Path:
+    """``out/model`` of an adapter run: the merged model, or (merge_at_end=false) the adapter itself."""
+    template = get_template(recipe.data.template).jinja()
+    if recipe.peft.merge_at_end:
+        base, _ = run_base_model(recipe)
+        return save_llava_dir(merge_adapter(base, out / "adapter"), processor, out / "model", template)
+    base_dir = recipe.model.path
+    if base_dir is None:  # a tiny preset: give the adapter a base directory to name
+        base, _ = load_model(recipe.model, template=recipe.data.template)
+        base_dir = save_llava_dir(base, processor, out / "base", template)
+    return export_adapter(Source(out / "adapter", True, recipe), out / "model", base_dir=base_dir)
+
+
+def save_final_model(model: torch.nn.Module, processor, template: str, out: Path) -> Path:
+    """Write a plain in-memory model (the contrastive stage's tower) to ``out/model``."""
+    return save_llava_dir(model, processor, out / "model", get_template(template).jinja())
 
 
 @dataclass
@@ -184,14 +216,15 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
     if not recipe.data.train:
         raise MedvlmError(f"{recipe.source_file or 'recipe'}: data.train lists no dataset to train on")
     trainable = trainable_components(recipe)
-    check_peft_plan(recipe.peft, trainable)
+    check_peft_plan(recipe.peft, trainable, zero_stage=zero_stage(recipe.train.deepspeed))  # before any load
     out = prepare_output_dir(recipe, resume)
     write_text(out / "recipe.resolved.yaml", recipe.to_yaml())
     data_paths = [spec.path for spec in recipe.data.train if spec.path and Path(spec.path).is_file()]
     write_json(out / "provenance.json", provenance(data_paths, recipe=recipe.source_file, stage=recipe.train.stage))
     set_seed(recipe.train.seed)
 
-    model, processor = load_model(recipe.model, template=recipe.data.template)
+    quantization = quantization_config(recipe.peft, DTYPES[recipe.model.dtype])
+    model, processor = load_model(recipe.model, template=recipe.data.template, quantization=quantization)
     samples, reports = read_samples(recipe.data.train, recipe.data.on_bad_record, recipe.data.prompt_style,
                                     recipe.data.image_check)
     if extra_samples:
@@ -200,15 +233,16 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
     if not samples:
         raise DataError("the training sources yielded no samples", file=recipe.source_file)
     preparer = ImagePreparer(processor.image_processor, recipe.data.image_aspect_ratio)
-    freeze = apply_freeze_plan(model, trainable)
+    adapters = recipe.peft.method != "none"
+    freeze = apply_freeze_plan(model, () if adapters else trainable)  # peft decides what its model trains
     setup = _contrastive_setup(recipe, model, processor, samples, preparer) \
         if recipe.train.stage == "contrastive" else _supervised_setup(recipe, model, processor, samples, preparer)
     write_json(out / "data_report.json", {"sources": reports, "encoding": setup.report})
-    if recipe.peft.method in ("lora", "dora"):
-        setup.train_model = model = apply_lora(model, recipe.peft, trainable)
+    if adapters:
+        setup.train_model = model = apply_lora(model, recipe.peft, trainable,
+                                               gradient_checkpointing=recipe.train.gradient_checkpointing)
+        set_base_reference(model, Path(recipe.model.path).resolve() if recipe.model.path else None)
         freeze = summarize(model)
-    elif recipe.peft.method == "qlora":
-        raise MedvlmError("peft.method=qlora needs the quantization extra (see the scale-out guide)")
     log.info("%s", freeze.describe())
     if recipe.train.gradient_checkpointing:
         model.enable_input_require_grads()
@@ -225,14 +259,28 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     wall = time.perf_counter() - started
-    final_model = model if recipe.train.stage == "contrastive" else trainer.model
-    model_dir = save_final_model(final_model, processor, recipe.data.template, out) \
-        if trainer.is_world_process_zero() else out / "model"
+    samples_used, tokens_used = len(setup.dataset), setup.dataset.num_tokens()
+    is_main = trainer.is_world_process_zero()
+    if recipe.train.stage == "contrastive":
+        if is_main:
+            save_final_model(model, processor, recipe.data.template, out)
+    else:
+        save_trained(trainer, processor, recipe.data.template, out, adapter=adapters)
+    forget_deepspeed_config()
+    if adapters:
+        del trainer, setup, model  # free the training model before loading the base to merge into
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if is_main:
+            finish_adapter_run(recipe, processor, out)
+    barrier()  # the next stage (any process) may read out/model only once it is complete
+    model_dir = out / "model"
     summary = {
         "stage": recipe.train.stage, "global_step": result.global_step, "train_loss": result.training_loss,
-        "wall_seconds": round(wall, 2), "samples": len(setup.dataset), "tokens": setup.dataset.num_tokens(),
+        "wall_seconds": round(wall, 2), "samples": samples_used, "tokens": tokens_used,
         "trainable": freeze.trainable, "metrics": result.metrics,
     }
-    if trainer.is_world_process_zero():
+    if is_main:
         write_json(out / "train_summary.json", summary)
     return StageResult(out, model_dir, summary)

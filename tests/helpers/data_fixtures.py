@@ -45,7 +45,8 @@ OSF_RECORDS = [
     osf("0", "freeform", "synpic1.jpg", "Are regions of the brain infarcted?", "Yes", "CLOSED"),  # string qid
     osf(1, "para", "synpic1.jpg", "Is the brain infarcted?", "Yes", "CLOSED"),
     osf(2, "freeform", "synpic2.jpg", "How many lesions?", 4, "OPEN", "COUNT", "CHEST"),  # int answer
-    osf(10, "test_freeform", "synpic2.jpg", "Is there evidence of an aortic aneurysm?", "yes", "CLOSED ",  # trailing space
+    osf(10, "test_freeform", "synpic2.jpg", "Is there evidence of an aortic aneurysm?", "yes",
+        "CLOSED ",  # trailing space
         "POS,PRES", "CHEST"),
     osf(11, "test_para", "synpic2.jpg", "Is an aortic aneurysm present?", "yes", "CLOSED", "Other", "CHEST"),
     osf(12, "test_freeform", "synpic3.jpg", "What organ is shown?", "liver", "OPEN", "ORGAN", "ABD"),

@@ -160,7 +160,8 @@ def test_compressed_syntax_without_a_decoder_names_the_package(monkeypatch) -> N
 
 
 def test_files_without_images_and_broken_files(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"d.json: record r1: key 'image': DICOM file has no pixel data \(modality RTPLAN\)"):
+    expected = r"d.json: record r1: key 'image': DICOM file has no pixel data \(modality RTPLAN\)"
+    with pytest.raises(DataError, match=expected):
         load_image(bundled("rtplan.dcm"), file="d.json", record="r1")
     with pytest.raises(DataError, match="DICOM file has no image"):
         dicom_info(bundled("rtplan.dcm"))

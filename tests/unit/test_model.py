@@ -12,12 +12,12 @@ from PIL import Image
 
 from medvlm.errors import ModelError
 from medvlm.model.build import (
+    STAGE_TRAINABLE,
     apply_freeze_plan,
     component_of,
     load_model,
     load_pretrained,
     num_image_tokens,
-    STAGE_TRAINABLE,
 )
 from medvlm.model.tiny import build_tiny, build_tokenizer
 from medvlm.recipe import ModelSpec

@@ -70,7 +70,8 @@ def test_unknown_section_suggests_section(tmp_path: Path) -> None:
 
 
 def test_wrong_type_names_the_key_path(tmp_path: Path) -> None:
-    path = write(tmp_path / "r.yaml", {"train": {"epochs": "three"}, "data": {"train": [{"dataset": "x", "limit": -1}]}})
+    path = write(tmp_path / "r.yaml",
+                 {"train": {"epochs": "three"}, "data": {"train": [{"dataset": "x", "limit": -1}]}})
     with pytest.raises(RecipeError) as info:
         load_recipe(path)
     message = str(info.value)

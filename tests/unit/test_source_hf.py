@@ -71,7 +71,8 @@ def test_custom_columns_paths_and_conversations(tmp_path: Path) -> None:
     write_image(tmp_path / "imgs" / "a.png")
     table = datasets.Dataset.from_dict({
         "img": ["a.png", "../escape.png"], "q": ["What?", "Why?"], "a": ["a scan", "because"],
-        "kind": ["OPEN", "open "], "turns": [[{"from": "human", "value": "<image>\nHi"}, {"from": "gpt", "value": "Hello"}],
+        "kind": ["OPEN", "open "],
+        "turns": [[{"from": "human", "value": "<image>\nHi"}, {"from": "gpt", "value": "Hello"}],
                                              [{"from": "human", "value": "Bye"}, {"from": "gpt", "value": "Ciao"}]]})
     table.to_parquet(str(tmp_path / "vqa.parquet"))
     columns = {"question": "q", "answer": "a", "image": "img", "answer_type": "kind", "conversations": None}

@@ -43,7 +43,8 @@ def test_pickle_layout(pvqa: Path) -> None:
     assert samples[2].answer == "2" and report.read == 4
     assert samples[0].images == ["test_0000.jpg"] and samples[0].image_root == str(pvqa / "images" / "test")
     file_samples, _ = read_source("pathvqa", str(pvqa / "qas" / "test" / "test_qa.pkl"), "test")
-    assert [s.id for s in file_samples] == [s.id for s in samples] and file_samples[0].image_root == samples[0].image_root
+    assert [s.id for s in file_samples] == [s.id for s in samples]
+    assert file_samples[0].image_root == samples[0].image_root
 
 
 def test_question_categories() -> None:

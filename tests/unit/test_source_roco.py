@@ -65,7 +65,8 @@ def test_revised_file_names_and_errors(roco_root: Path, tmp_path: Path) -> None:
     samples, _ = read_source("roco", str(folder / "captions_tp_test_revised.txt"), "test", policy="skip")
     assert len(samples) == 2
     (folder / "captions_tp_test_revised.txt").write_text("ROCO_00001 no tab here\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"captions_tp_test_revised.txt: record line 1: expected 'ROCO_ID<TAB> caption'"):
+    expected = r"captions_tp_test_revised.txt: record line 1: expected 'ROCO_ID<TAB> caption'"
+    with pytest.raises(DataError, match=expected):
         read_source("roco", str(folder), "test")
     with pytest.raises(DataError, match="option subset must be one of radiology, non-radiology"):
         read_source("roco", str(roco_root), "test", subset="ct")

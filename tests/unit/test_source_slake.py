@@ -28,7 +28,8 @@ TEST = [
                               content="Abnormality").items()))),
     record(11936, "xmlab102", "这张图片的成像方式是什么?", "CT", lang="zh", content="Modality"),
     record(12276, "xmlab25", "What is the effect of the main organ in this picture?", "Breathe",
-           content="KG", base_type="kvqa", triple=["vhead", "effect", "ktail"], modality="X-Ray", location="Chest_mediastinal"),
+           content="KG", base_type="kvqa", triple=["vhead", "effect", "ktail"], modality="X-Ray",
+           location="Chest_mediastinal"),
 ]
 
 

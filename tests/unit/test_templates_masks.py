@@ -77,7 +77,8 @@ def test_masks_with_a_sentencepiece_llama_tokenizer() -> None:
 
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
-    tok.decoder = decoders.Sequence([decoders.Metaspace(replacement="▁", prepend_scheme="first"), decoders.ByteFallback()])
+    tok.decoder = decoders.Sequence([decoders.Metaspace(replacement="▁", prepend_scheme="first"),
+                                     decoders.ByteFallback()])
     tok.normalizer = normalizers.NFKC()
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>", "<image>", "<pad>"],
                                   show_progress=False)
@@ -118,7 +119,7 @@ def test_assistant_masks_from_generation_blocks(tiny_model) -> None:
     messages = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello there."}]
     out = tokenizer.apply_chat_template(messages, chat_template=template.jinja(), tokenize=True,
                                         return_dict=True, return_assistant_tokens_mask=True)
-    ids = [i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m]
+    ids = [i for i, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
     assert tokenizer.decode(ids).strip() == "Hello there.</s>"
 
 
