@@ -100,7 +100,7 @@ def paired(ours: dict[int, dict], theirs: dict[int, dict], key: str) -> dict:
     if len(diffs) < 2:
         return {"seeds": seeds, "differences": diffs, "mean": diffs[0] if diffs else None, "lower95": None}
     mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
-    lower = mean - t.ppf(0.95, len(diffs) - 1) * sd / len(diffs) ** 0.5
+    lower = float(mean - t.ppf(0.95, len(diffs) - 1) * sd / len(diffs) ** 0.5)  # numpy scalars break JSON
     return {"seeds": seeds, "differences": [round(d, 4) for d in diffs], "mean": round(mean, 4),
             "std": round(sd, 4), "lower95": round(lower, 4)}
 

@@ -120,7 +120,7 @@ def training_arguments(recipe: Recipe, out: Path, find_unused: bool, count_token
         deepspeed=spec.deepspeed, include_num_input_tokens_seen="non_padding" if count_tokens else "no",
         ddp_find_unused_parameters=find_unused, disable_tqdm=False,
         # without use_cpu the Trainer does not run DDP (gloo) on a CPU-only machine under torchrun
-        use_cpu=not torch.cuda.is_available())
+        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available())
 
 
 def _callbacks(recipe: Recipe, out: Path) -> list:
