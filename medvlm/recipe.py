@@ -97,7 +97,8 @@ class TrainSpec(_Section):
     max_steps: int = -1
     per_device_batch_size: int = Field(8, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    # < 1: transformers reads warmup_steps >= 1 as a step count
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     lr_scheduler: str = "cosine"
     max_grad_norm: float = 1.0

@@ -24,13 +24,10 @@ import torch
 from medvlm.continual import ConsolidationConfig, LowRankDelta, StateDict, get_consolidator
 from medvlm.errors import ModelError
 from medvlm.io import replace_dir, write_json
+from medvlm.model.adapters import is_adapter_dir
 from medvlm.model.build import load_pretrained
 
 log = logging.getLogger("medvlm")
-
-
-def is_adapter_dir(path: str | Path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
 
 
 def stored_dtype(model_dir: str | Path) -> str:

@@ -144,8 +144,12 @@ def method_bars(rows: list[dict[str, Any]], metrics: list[str], title: str) -> s
 
 
 def thumbnail(image: dict[str, Any] | None, side: int = 128) -> str | None:
-    """A PNG thumbnail from pixels only, or None when the image cannot be read (never an error)."""
-    if not image or not image.get("path"):
+    """A PNG thumbnail from pixels only, or None when the image cannot be read (never an error).
+
+    Only images inside the root the items file names: the items file may come from elsewhere, and a
+    report must not become a way to embed an arbitrary local file.
+    """
+    if not image or not image.get("path") or not image.get("root"):
         return None
     try:
         path = resolve_image_path(image["path"], image.get("root"))

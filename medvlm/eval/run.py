@@ -13,14 +13,16 @@ from medvlm.eval.predict import PredictSettings, generate_answers
 from medvlm.eval.score import score_answers
 from medvlm.io import sha256_file
 from medvlm.model.export import load_for_inference
-from medvlm.recipe import EvalSpec, SourceSpec
+from medvlm.recipe import EvalSpec
 
 log = logging.getLogger("medvlm")
 
 
-def dataset_label(spec: SourceSpec) -> str:
-    subset = spec.options.get("subset")
-    return f"{spec.dataset}-{subset}-{spec.split}" if subset else f"{spec.dataset}-{spec.split}"
+def dataset_label(dataset: str, split: str, options: dict[str, Any] | None = None) -> str:
+    """How reports name an evaluation set; pipelines and ``medvlm score`` must agree, since reports
+    pair a system with its baseline by this name."""
+    subset = (options or {}).get("subset")
+    return f"{dataset}-{subset}-{split}" if subset else f"{dataset}-{split}"
 
 
 def model_provenance(model_dir: str | Path) -> dict[str, Any]:
@@ -28,6 +30,8 @@ def model_provenance(model_dir: str | Path) -> dict[str, Any]:
     the resolved recipe that trained it, when the run left one beside it."""
     model_dir = Path(model_dir)
     label = model_dir.parent.name if model_dir.name == "model" else model_dir.name
+    if label == "train":  # a continual task's own training stage: OUT/tasks/NN-name/train/model
+        label = f"{model_dir.parent.parent.name}/train"
     recipe = model_dir.parent / "recipe.resolved.yaml"
     record: dict[str, Any] = {"model": str(model_dir), "model_label": label}
     if recipe.is_file():
@@ -42,7 +46,7 @@ def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *
     model, processor = load_for_inference(model_dir)
     results: dict[str, dict[str, Any]] = {}
     for source in spec.datasets:
-        label = dataset_label(source)
+        label = dataset_label(source.dataset, source.split, source.options)
         limits = [n for n in (source.limit, spec.limit) if n is not None]
         samples, report = read_source(source.dataset, source.path, source.split, policy=policy,  # type: ignore[arg-type]
                                       limit=min(limits) if limits else None, image_root=source.image_root,
@@ -97,7 +101,8 @@ def score_dataset(dataset: str, path: str | None, split: str, predictions: str |
         samples, answers, policy=policy, bootstrap=bootstrap, seed=seed,  # type: ignore[arg-type]
         baseline=read_answers(baseline, policy) if baseline else None,  # type: ignore[arg-type]
         data_files=[path] if path else None,
-        provenance={**model, "dataset": f"{dataset}-{split}", "dataset_source": dataset, "data_path": path,
+        provenance={**model, "dataset": dataset_label(dataset, split, options), "dataset_source": dataset,
+                    "data_path": path,
                     "split": split, "source_options": options or {}, "skipped_records": report.skipped,
                     "skip_reasons": report.summary()["skip_reasons"]},
     )
@@ -123,7 +128,7 @@ def predict_dataset(
     system_prompt: str | None = None,
     image_aspect_ratio: str = "pad",
     model_id: str | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
 ) -> tuple[int, int]:
     """``medvlm predict``: answer a data set into a (resumable) answer file; (written now, total)."""
     samples, report = read_source(dataset, path, split, policy=policy, limit=limit,  # type: ignore[arg-type]

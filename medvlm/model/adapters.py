@@ -120,15 +120,3 @@ def merge_adapter(base: torch.nn.Module, adapter_dir: str | Path) -> torch.nn.Mo
     if is_quantized(base):
         raise ModelError("merge the adapter into a dequantised copy of the base, not the quantised model")
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-
-
-def merged(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain model with adapters folded into the weights (a no-op for non-peft models)."""
-    if isinstance(model, PeftModel):
-        from medvlm.model.quant import is_quantized
-
-        if is_quantized(model.get_base_model()):
-            raise ModelError("a quantised (QLoRA) model is merged by reloading its base: "
-                             "use medvlm.model.export.merged_run_model")
-        return model.merge_and_unload()
-    return model

@@ -299,6 +299,10 @@ def convert_llava(src: str | Path, dst: str | Path, *, vision_tower: str | Path 
 
     src, dst = Path(src), Path(dst)
     config = read_original_config(src)
+    stored = config.get("torch_dtype") or config.get("dtype") or "float32"
+    if not dtype and stored not in DTYPES:
+        raise ModelError(f"{src}: config.json gives torch_dtype {stored!r}; pass --dtype "
+                         f"({', '.join(DTYPES)})")
     original = read_weights(src)
 
     weights: dict[str, torch.Tensor] = {}
@@ -340,7 +344,7 @@ def convert_llava(src: str | Path, dst: str | Path, *, vision_tower: str | Path 
         image_seq_length=(vision.image_size // vision.patch_size) ** 2,
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)))
     llava.pad_token_id = tokenizer.pad_token_id
-    target_dtype = DTYPES[dtype] if dtype else getattr(torch, str(config.get("torch_dtype", "float32")))
+    target_dtype = DTYPES[dtype or stored]
     with no_init_weights():
         model = LlavaForConditionalGeneration(llava)
     model = model.to(target_dtype)

@@ -9,12 +9,12 @@ then fail to train it ("only Tensors of floating point dtype can require gradien
 from __future__ import annotations
 
 import importlib.util
-import os
 import warnings
 from typing import Any
 
 import torch
 
+from medvlm.distributed import local_rank
 from medvlm.errors import ModelError
 from medvlm.recipe import PeftSpec
 
@@ -46,7 +46,7 @@ def quantization_config(spec: PeftSpec, compute_dtype: torch.dtype) -> Any | Non
 def quantized_device_map() -> dict[str, Any]:
     """bitsandbytes weights are placed at load time: this process's GPU, or the CPU."""
     if torch.cuda.is_available():
-        return {"": torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))}
+        return {"": torch.device("cuda", local_rank())}
     return {"": "cpu"}
 
 

@@ -34,10 +34,10 @@ from medvlm.continual.checkpoints import consolidate_checkpoints
 from medvlm.continual.metrics import ACCURACY_DEFINITION, continual_metrics, probe_accuracy
 from medvlm.errors import RecipeError
 from medvlm.eval.run import evaluate_model
-from medvlm.io import read_json, write_json, write_text
+from medvlm.io import read_json, write_json
 from medvlm.provenance import provenance
 from medvlm.recipe import ContinualTaskSpec, Recipe, SourceSpec, apply_overrides, load_tree, validate
-from medvlm.train.stage import read_samples, run_stage, save_final_model
+from medvlm.train.stage import claim_output_dir, read_samples, run_stage, save_final_model
 
 log = logging.getLogger("medvlm")
 
@@ -128,8 +128,7 @@ def run_continual(recipe: Recipe, *, resume: bool = False) -> ContinualResult:
         raise RecipeError(f"{recipe.source_file or 'recipe'}: no 'continual' section")
     consolidator, guards = _components(recipe)
     out = recipe.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "recipe.resolved.yaml", recipe.to_yaml())
+    claim_output_dir(out, recipe, "continual run")
     write_json(out / "provenance.json", provenance(recipe=recipe.source_file))
     probes = [name for name, _ in probe_sets(recipe)]
     seconds: dict[str, float] = {}

@@ -18,10 +18,10 @@ from typing import Any
 
 from medvlm.errors import RecipeError
 from medvlm.eval.run import evaluate_model
-from medvlm.io import write_json, write_text
+from medvlm.io import write_json
 from medvlm.provenance import provenance
 from medvlm.recipe import Recipe, apply_overrides, load_tree, parse_override, resolve, set_dotted
-from medvlm.train.stage import run_stage
+from medvlm.train.stage import claim_output_dir, run_stage
 
 log = logging.getLogger("medvlm")
 
@@ -98,8 +98,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 
 def run_pipeline(pipeline: Pipeline, *, resume: bool = False) -> PipelineResult:
     out = pipeline.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "recipe.resolved.yaml", pipeline.recipe.to_yaml())
+    claim_output_dir(out, pipeline.recipe, "pipeline run")
     write_json(out / "provenance.json", provenance(recipe=pipeline.recipe.source_file))
     result = PipelineResult(out)
     for name, stage in pipeline.stages:

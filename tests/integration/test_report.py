@@ -118,7 +118,8 @@ def test_scores_from_the_command_line(run_dir: Path) -> None:
 def test_report_json(run_dir: Path) -> None:
     report = json.loads((run_dir / "out" / "report.json").read_text())
     assert report["title"] == "test report"
-    assert [e["dataset"] for e in report["entries"]] == ["synthetic-test"]
+    # the label a pipeline gives the same set, so reports pair them
+    assert [e["dataset"] for e in report["entries"]] == ["synthetic-medical_vqa-test"]
     # labels: the model directory's parent (a run's OUT/<stage>/model), the baseline file's name
     assert [row["model"] for row in report["headline"]["rows"]] == [run_dir.name, "baseline (baseline)"]
     # the pair compared at scoring time is compared again from the items, and listed once
@@ -164,7 +165,7 @@ def test_report_html_is_self_contained(run_dir: Path) -> None:
         "Provenance",
         "Continual learning",
         "mcnemar_exact",
-        "synthetic-test",
+        "synthetic-medical_vqa-test",
     ):
         assert text in html
 

@@ -227,6 +227,12 @@ def test_conversion_errors_name_what_is_wrong(tmp_path: Path) -> None:
     (src / "config.json").write_text(json.dumps(config | {"model_type": "llava"}))
     with pytest.raises(ModelError, match="already in the Hugging Face llava format"):
         convert_llava(src, tmp_path / "c", vision_tower=tower_dir)
+    (src / "config.json").write_text(json.dumps(config | {"torch_dtype": "float8"}))
+    with pytest.raises(ModelError, match="torch_dtype 'float8'; pass --dtype"):
+        convert_llava(src, tmp_path / "e", vision_tower=tower_dir)
+    (src / "config.json").write_text(json.dumps(config | {"torch_dtype": None}))  # null: float32
+    convert_llava(src, tmp_path / "f", vision_tower=tower_dir)
+    assert json.loads((tmp_path / "f" / "config.json").read_text())["dtype"] == "float32"
     (src / "config.json").write_text(json.dumps(config))
     save_file({"model.mystery.weight": torch.zeros(2)}, src / "model-00003-of-00003.safetensors")
     with pytest.raises(ModelError, match="'model.mystery.weight' has no place"):

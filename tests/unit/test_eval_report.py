@@ -106,3 +106,16 @@ def test_inputs_that_are_not_reports(tmp_path: Path) -> None:
                                   "accuracy": [[1, 2], [3]], "metrics": {}}))
     with pytest.raises(DataError, match="accuracy row 1 has 1 values for 2 probes"):
         build_report([broken], tmp_path / "r.html")
+
+
+def test_thumbnails_only_from_inside_their_image_root(tmp_path: Path) -> None:
+    from medvlm.eval.plots import thumbnail
+
+    root = tmp_path / "images"
+    root.mkdir()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(root / "a.png")
+    Image.new("RGB", (8, 8), (10, 10, 200)).save(tmp_path / "outside.png")
+    assert thumbnail({"root": str(root), "path": "a.png"}) is not None
+    assert thumbnail({"root": str(root), "path": "../outside.png"}) is None
+    assert thumbnail({"root": str(root), "path": str(tmp_path / "outside.png")}) is None
+    assert thumbnail({"root": None, "path": str(tmp_path / "outside.png")}) is None
