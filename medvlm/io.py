@@ -53,9 +53,9 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def append_jsonl(handle: IO, row: dict) -> None:
-    """Append one line and flush it to disk, so a killed run keeps every finished row."""
-    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+def append_jsonl(handle: IO, *rows: dict) -> None:
+    """Append one line per row and flush them to disk, so a killed run keeps every finished row."""
+    handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     handle.flush()
     os.fsync(handle.fileno())
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ import torch
 
 from medvlm.continual import ConsolidationConfig, LowRankDelta, StateDict, get_consolidator
 from medvlm.errors import ModelError
-from medvlm.io import replace_dir, write_json
 from medvlm.model.adapters import is_adapter_dir
 from medvlm.model.build import load_pretrained
+from medvlm.model.export import save_llava_dir
 
 log = logging.getLogger("medvlm")
 
@@ -114,15 +113,9 @@ def consolidate_checkpoints(method: str, previous_dir: str | Path, current_dir: 
         config.low_rank = update.low_rank
     state = consolidator(update.previous, update.current, config)
     update.model.load_state_dict(state, strict=True)
-    output_dir = Path(output_dir)
-    staging = output_dir.with_name(f".{output_dir.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    update.model.save_pretrained(staging)
-    update.processor.save_pretrained(staging)
     summary = {key: value for key, value in config.stats.items() if key != "tensors"}
     record = {"previous": str(previous_dir), "current": str(current_dir), **summary,
               "tensors": config.stats.get("tensors", {})}
-    write_json(staging / "consolidation.json", record)
-    replace_dir(staging, output_dir)
+    save_llava_dir(update.model, update.processor, output_dir, records={"consolidation.json": record})
     log.info("consolidated (%s) %s + %s -> %s", method, previous_dir, current_dir, output_dir)
     return summary

@@ -1,6 +1,7 @@
-"""Figures for continual runs: the accuracy matrix as a heatmap, and methods side by side.
+"""The continual benchmark's figure: every method's mean accuracy matrix and their metrics side by side.
 
-Plain matplotlib (Agg backend), written to PNG files; the HTML report can embed them.
+One run's matrix is drawn by the evaluation report (``medvlm report``); this figure compares methods
+over seeds for ``bench/continual_forgetting.py``.
 """
 
 from __future__ import annotations
@@ -13,27 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def _heatmap(ax, matrix: list[list[float]], tasks: list[str], probes: list[str], title: str) -> None:
-    ax.imshow(matrix, vmin=0, vmax=100, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(probes)), probes, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(matrix)), ["initial", *[f"after {t}" for t in tasks]], fontsize=8)
-    for i, row in enumerate(matrix):
-        for j, value in enumerate(row):
-            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=8,
-                    color="white" if value < 50 else "black")
-    ax.set_title(title, fontsize=10)
-
-
-def plot_matrix(record: dict[str, Any], path: str | Path) -> Path:
-    """Heatmap of one run's ``continual.json`` accuracy matrix."""
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(record["probes"]), 1.0 + 0.6 * len(record["accuracy"])))
-    title = f"{record['method']} (seed {record['seed']})"
-    _heatmap(ax, record["accuracy"], record["tasks"], record["probes"], title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+from medvlm.eval.plots import draw_matrix  # noqa: E402
 
 
 def plot_runs(result: dict[str, Any], path: str | Path) -> Path:
@@ -48,7 +29,9 @@ def plot_runs(result: dict[str, Any], path: str | Path) -> Path:
     for index, name in enumerate(names):
         ax = fig.add_subplot(grid[index // columns, index % columns])
         title = f"{name} (mean of {len(methods[name]['seeds'])})"
-        _heatmap(ax, methods[name]["accuracy_mean"], tasks, probes, title)
+        draw_matrix(ax, methods[name]["accuracy_mean"], ["initial", *[f"after {t}" for t in tasks]], probes,
+                    cmap="viridis", vmax=100, fontsize=8)
+        ax.set_title(title, fontsize=10)
     panels = [("last", "Last (%)", 1.0), ("bwt", "BWT (points)", 1.0),
               ("general_retention", "general retention (%)", 100.0)]
     bottom = grid[heat_rows, :].subgridspec(1, len(panels))

@@ -90,6 +90,34 @@ def _counts(cells: dict[str, dict[str, Any]]) -> str:
     return ", ".join(parts)
 
 
+def draw_matrix(
+    axis,
+    matrix: list[list[float | None]],
+    row_labels: list[str],
+    column_labels: list[str],
+    *,
+    fmt: str = "{:.0f}",
+    cmap: str = "Blues",
+    vmax: float | None = None,
+    fontsize: int = 9,
+) -> None:
+    """Draw an annotated heat map on ``axis`` (None cells shown as a dash)."""
+    data = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
+    top = vmax if vmax is not None else (float(np.nanmax(data)) if np.isfinite(data).any() else 1.0) or 1.0
+    colours = matplotlib.colormaps[cmap]
+    axis.imshow(np.ma.masked_invalid(data), cmap=colours, vmin=0, vmax=top, aspect="auto")
+    for (i, j), value in np.ndenumerate(data):
+        if np.isnan(value):
+            axis.text(j, i, "—", ha="center", va="center", fontsize=fontsize)
+            continue
+        red, green, blue, _ = colours(min(max(value / top, 0.0), 1.0))
+        dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+        axis.text(j, i, fmt.format(value), ha="center", va="center", fontsize=fontsize,
+                  color="white" if dark else "black")
+    axis.set_xticks(range(len(column_labels)), column_labels, rotation=30, ha="right", fontsize=fontsize)
+    axis.set_yticks(range(len(row_labels)), row_labels, fontsize=fontsize)
+
+
 def matrix_plot(
     matrix: list[list[float | None]],
     row_labels: list[str],
@@ -102,23 +130,9 @@ def matrix_plot(
     cmap: str = "Blues",
     vmax: float | None = None,
 ) -> str:
-    """An annotated heat map (confusion matrices, continual accuracy matrices)."""
-    data = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
+    """An annotated heat map as a PNG (confusion matrices, continual accuracy matrices)."""
     figure, axis = plt.subplots(figsize=(1.2 + 1.1 * len(column_labels), 0.9 + 0.55 * len(row_labels)))
-    top = vmax if vmax is not None else (float(np.nanmax(data)) if np.isfinite(data).any() else 1.0) or 1.0
-    colours = matplotlib.colormaps[cmap]
-    axis.imshow(np.ma.masked_invalid(data), cmap=colours, vmin=0, vmax=top)
-    for (i, j), value in np.ndenumerate(data):
-        if np.isnan(value):
-            axis.text(j, i, "—", ha="center", va="center", fontsize=9)
-            continue
-        red, green, blue, _ = colours(min(max(value / top, 0.0), 1.0))
-        dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
-        axis.text(
-            j, i, fmt.format(value), ha="center", va="center", fontsize=9, color="white" if dark else "black"
-        )
-    axis.set_xticks(range(len(column_labels)), column_labels, rotation=30, ha="right")
-    axis.set_yticks(range(len(row_labels)), row_labels)
+    draw_matrix(axis, matrix, row_labels, column_labels, fmt=fmt, cmap=cmap, vmax=vmax)
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     axis.set_title(title)

@@ -32,6 +32,7 @@ from medvlm.data.records import Sample
 from medvlm.data.templates import get_template
 from medvlm.errors import DataError
 from medvlm.eval.answers import question_id
+from medvlm.io import append_jsonl
 from medvlm.model.build import num_image_tokens
 
 log = logging.getLogger("medvlm")
@@ -187,9 +188,7 @@ def generate_answers(
                 }
                 rows.append(row)
             if handle:  # one flush per batch: a kill loses at most the batch in flight
-                handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-                handle.flush()
-                os.fsync(handle.fileno())
+                append_jsonl(handle, *rows)
             written += rows
             progress.update(len(batch))
         progress.close()

@@ -24,6 +24,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 import medvlm
+from medvlm.data.jsonfiles import iter_records, load_json
 from medvlm.errors import DataError
 from medvlm.eval import plots
 from medvlm.eval.compare import paired_comparison
@@ -80,33 +81,13 @@ class ContinualRun(BaseModel):
         return self
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", file=str(path)
-        ) from None
-    except OSError as exc:
-        raise DataError(f"cannot read: {exc.strerror}", file=str(path)) from None
-
-
 def _read_items(path: Path) -> list[dict[str, Any]] | None:
-    if not path.is_file():
-        return None
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise DataError(f"line {number} is not valid JSON", file=str(path)) from None
-    return rows
+    """The per-item rows beside a scores.json; None when they are not there (the report says so)."""
+    return [record for _, record in iter_records(path)] if path.is_file() else None
 
 
 def load_evaluation(path: Path, role: str = "system") -> Evaluation:
-    scores = _read_json(path)
+    scores = load_json(path)
     if not isinstance(scores, dict):
         raise DataError("expected a scores object", file=str(path))
     for key in ("n", "metrics", "breakdown"):
@@ -135,7 +116,7 @@ def _model_label(provenance: dict[str, Any]) -> str:
 
 def load_continual(path: Path) -> ContinualRun:
     try:
-        run = ContinualRun.model_validate(_read_json(path))
+        run = ContinualRun.model_validate(load_json(path))
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"]) or None

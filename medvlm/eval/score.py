@@ -281,7 +281,7 @@ def score(
     answers_file: str = "",
     **options: Any,
 ) -> dict[str, Any]:
-    """The scores.json content only — the call other modules make (``score(samples, read_answers(path))``).
+    """The scores.json content only: the short form for scripts and notebooks (``score(samples, read_answers(path))``).
 
     ``answers`` may also be a plain mapping question id → answer row; ``answers_file`` names it in
     messages and provenance. Options are those of :func:`score_answers`.

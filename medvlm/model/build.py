@@ -149,6 +149,17 @@ def load_pretrained(path: str | Path, *, dtype: str = "float32", attn_implementa
     return model, ensure_processor_fields(processor, model.config)
 
 
+def has_processor(path: Path) -> bool:
+    return (path / "processor_config.json").is_file() or (path / "preprocessor_config.json").is_file()
+
+
+def saved_processor(path: Path, fallback: ProcessorMixin, model_config) -> ProcessorMixin:
+    """The processor saved with adapter weights (checkpoints carry one), else the base model's."""
+    if has_processor(path):
+        return ensure_processor_fields(AutoProcessor.from_pretrained(path), model_config)
+    return fallback
+
+
 def _is_bare_adapter_dir(path: Path) -> bool:
     from medvlm.model.adapters import is_adapter_dir
 
@@ -164,9 +175,7 @@ def _load_merged_adapter(path: Path, **options) -> tuple[LlavaForConditionalGene
         raise ModelError(f"{path / ADAPTER_CONFIG}: names no base model directory (base_model_name_or_path)")
     model, processor = load_pretrained(base, **options)
     model = merge_adapter(model, path)
-    if (path / "processor_config.json").is_file():
-        processor = ensure_processor_fields(AutoProcessor.from_pretrained(path), model.config)
-    return model, processor
+    return model, saved_processor(path, processor, model.config)
 
 
 def load_model(spec: ModelSpec, template: str = "vicuna_v1", quantization=None,

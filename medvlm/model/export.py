@@ -23,13 +23,14 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
 from transformers import AutoProcessor, ProcessorMixin
 
 from medvlm.errors import ModelError
-from medvlm.io import replace_dir
+from medvlm.io import replace_dir, write_json
 from medvlm.model.adapters import (
     ADAPTER_CONFIG,
     DORA_NATIVE_LOADING,
@@ -38,7 +39,7 @@ from medvlm.model.adapters import (
     is_adapter_dir,
     merge_adapter,
 )
-from medvlm.model.build import DTYPES, ensure_processor_fields, load_model, load_pretrained
+from medvlm.model.build import DTYPES, has_processor, load_model, load_pretrained, saved_processor
 from medvlm.recipe import Recipe, validate
 
 RESOLVED_RECIPE = "recipe.resolved.yaml"
@@ -112,17 +113,6 @@ def run_base_model(recipe: Recipe) -> tuple[torch.nn.Module, ProcessorMixin]:
     return model, processor
 
 
-def _has_processor(path: Path) -> bool:
-    return (path / "processor_config.json").is_file() or (path / "preprocessor_config.json").is_file()
-
-
-def _processor(path: Path, fallback: ProcessorMixin, model_config) -> ProcessorMixin:
-    """The processor saved with the weights (checkpoints carry one), else the base model's."""
-    if _has_processor(path):
-        return ensure_processor_fields(AutoProcessor.from_pretrained(path), model_config)
-    return fallback
-
-
 def load_source(source: Source, dtype: str | None = None) -> tuple[torch.nn.Module, ProcessorMixin]:
     """A plain ``LlavaForConditionalGeneration`` (adapters merged) and its processor.
 
@@ -135,7 +125,7 @@ def load_source(source: Source, dtype: str | None = None) -> tuple[torch.nn.Modu
     model = merge_adapter(base, source.path)
     if dtype is not None:
         model = model.to(DTYPES[dtype])
-    return model, _processor(source.path, processor, model.config)
+    return model, saved_processor(source.path, processor, model.config)
 
 
 def load_for_inference(path: str | Path, dtype: str | None = None) -> tuple[torch.nn.Module, ProcessorMixin]:
@@ -146,8 +136,12 @@ def load_for_inference(path: str | Path, dtype: str | None = None) -> tuple[torc
 
 
 def save_llava_dir(model: torch.nn.Module, processor: ProcessorMixin, dst: str | Path,
-                   template: str | None = None) -> Path:
-    """Write model, processor and chat template to ``dst`` through a staging directory."""
+                   template: str | None = None, records: dict[str, Any] | None = None) -> Path:
+    """Write model, processor and chat template to ``dst`` through a staging directory.
+
+    ``records`` are JSON files (name → content) written beside the weights, inside the same atomic
+    replace (a consolidated model carries its ``consolidation.json``).
+    """
     dst = Path(dst)
     staging = dst.with_name(f".{dst.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
@@ -155,6 +149,8 @@ def save_llava_dir(model: torch.nn.Module, processor: ProcessorMixin, dst: str |
     if template is not None:
         processor.chat_template = template
     processor.save_pretrained(staging)
+    for name, content in (records or {}).items():
+        write_json(staging / name, content)
     replace_dir(staging, dst)
     return dst
 
@@ -184,7 +180,7 @@ def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None 
     config = json.loads((staging / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = str(base)
     (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
-    processor = AutoProcessor.from_pretrained(source.path if _has_processor(source.path) else base)
+    processor = AutoProcessor.from_pretrained(source.path if has_processor(source.path) else base)
     template = chat_template(recipe)
     if template is not None:
         processor.chat_template = template
