@@ -161,7 +161,11 @@ def meta_model(recipe: Recipe, reference: str | None = None) -> torch.nn.Module:
     if spec.path:
         from pathlib import Path
 
-        check_llava_dir(Path(spec.path))
+        try:
+            check_llava_dir(Path(spec.path))
+        except ModelError as exc:
+            raise ModelError(f"{exc}; to plan before the model is on disk, use the released shapes: "
+                             f"--shapes {' | '.join(REFERENCE_CONFIGS)}") from None
         config = LlavaConfig.from_pretrained(spec.path)
         with torch.device("meta"):
             return LlavaForConditionalGeneration(config)

@@ -104,6 +104,9 @@ def test_plan_cli(tmp_path: Path, capsys) -> None:
     assert "ZeRO-3" in capsys.readouterr().err
     with pytest.raises(ModelError, match="unknown reference"):
         plan_memory(recipe(), reference="gpt-5")
+    missing = recipe(model={"preset": None, "path": str(tmp_path / "not-downloaded")})
+    with pytest.raises(ModelError, match="not-downloaded: model directory not found; .* --shapes llava-med-v1.5-7b"):
+        plan_memory(missing)
 
 
 @pytest.mark.parametrize("name", ["vqa_rad.yaml", "instruct.yaml"])
