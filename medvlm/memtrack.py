@@ -122,7 +122,7 @@ def measure_training_peak(recipe: Recipe, *, steps: int = 2, device: str = "cpu"
         apply_freeze_plan(model, ())
         model = apply_lora(model, spec, trainable, gradient_checkpointing=recipe.train.gradient_checkpointing)
     if recipe.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.to(device).train()
     generator = torch.Generator().manual_seed(0)

@@ -135,8 +135,8 @@ def training_arguments(recipe: Recipe, out: Path, find_unused: bool, count_token
         bf16=spec.bf16, fp16=spec.fp16, logging_steps=spec.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=spec.save_steps, save_total_limit=spec.save_total_limit,
         report_to="none", remove_unused_columns=False, dataloader_num_workers=spec.dataloader_num_workers,
-        gradient_checkpointing=spec.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if spec.gradient_checkpointing else None,
+        activation_checkpointing=spec.gradient_checkpointing,  # transformers 5.x name for it
+        activation_checkpointing_kwargs={"use_reentrant": False} if spec.gradient_checkpointing else None,
         deepspeed=spec.deepspeed, include_num_input_tokens_seen="non_padding" if count_tokens else "no",
         ddp_find_unused_parameters=find_unused, disable_tqdm=False,
         # without use_cpu the Trainer does not run DDP (gloo) on a CPU-only machine under torchrun
