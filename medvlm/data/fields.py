@@ -8,10 +8,11 @@ the reader turns that into one ``ReadReport.problem(...)`` naming file, record a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from medvlm.data.jsonfiles import iter_records
 from medvlm.errors import DataError
 
 #: Split names people use for the same thing; readers map them to the file's own name.
@@ -117,3 +118,18 @@ def check_options(source: str, options: Mapping[str, Any], known: Iterable[str],
     if unknown:
         raise DataError(f"unknown option(s) for the {source} source: {', '.join(unknown)}; "
                         f"known: {', '.join(sorted(known)) or 'none'}", file=file)
+
+
+def object_records(path: str | Path, report: Any, *, file: str | None = None) -> Iterator[tuple[str, dict]]:
+    """(location, record) for the JSON objects of a JSON array or JSONL file.
+
+    Every record counts as read in ``report`` (a sources ``ReadReport``); one that is not an object is
+    reported there as a problem with its location and skipped, never dropped silently.
+    """
+    for location, record in iter_records(path):
+        report.read += 1
+        if not isinstance(record, dict):
+            report.problem(f"expected an object, got {type(record).__name__}", file=file or str(path),
+                           record=location)
+            continue
+        yield location, record

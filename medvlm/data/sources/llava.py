@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from medvlm.data.jsonfiles import iter_records
+from medvlm.data import fields
 from medvlm.data.records import Sample, SampleMeta, Turn
 from medvlm.data.sources import ReadReport, register_source
 from medvlm.errors import DataError
@@ -73,11 +73,7 @@ def read_conversation_file(path: str | Path, split: str, report: ReadReport, *, 
     file = str(path)
     root = image_root if image_root is not None else str(Path(path).parent)
     seen: set[str] = set()
-    for location, record in iter_records(path):
-        report.read += 1
-        if not isinstance(record, dict):
-            report.problem(f"expected an object, got {type(record).__name__}", file=file, record=location)
-            continue
+    for location, record in fields.object_records(path, report, file=file):
         record_id = str(record.get("id", location))
         if record_id in seen:
             report.problem("duplicate id", file=file, record=record_id, key="id")

@@ -28,7 +28,6 @@ from typing import Any
 
 from medvlm.data import fields
 from medvlm.data.fields import Invalid
-from medvlm.data.jsonfiles import iter_records
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample, SampleMeta, Turn
 from medvlm.data.sources import ReadReport, register_source
 from medvlm.data.sources.llava import image_list, parse_conversation
@@ -119,11 +118,7 @@ def read(path: str | None, split: str, report: ReadReport, image_root: str | Non
         str(fields.first_existing([data_file.parent / "images"]) or data_file.parent)
     ids = fields.UniqueIds("id")
     fmt = format
-    for location, record in iter_records(data_file):
-        report.read += 1
-        if not isinstance(record, dict):
-            report.problem(f"expected an object, got {type(record).__name__}", file=path, record=location)
-            continue
+    for location, record in fields.object_records(data_file, report, file=path):
         if fmt == "auto":
             fmt = detect_format(record)
         where = str(record.get("question_id" if fmt == "qa50" else "id", location))

@@ -25,7 +25,7 @@ from PIL import Image
 from medvlm.data import fields
 from medvlm.data.fields import Invalid
 from medvlm.data.images import resolve_image_path
-from medvlm.data.jsonfiles import iter_records, load_json
+from medvlm.data.jsonfiles import load_json
 from medvlm.data.records import Sample, SampleMeta, vqa_sample
 from medvlm.data.sources import ReadReport, register_source
 from medvlm.errors import DataError
@@ -81,11 +81,7 @@ def read(path: str | None, split: str, report: ReadReport, image_root: str | Non
     root = image_root if image_root is not None else \
         str(fields.first_existing([data_file.parent / "imgs"]) or data_file.parent)
     ids = fields.UniqueIds("qid")
-    for location, record in iter_records(data_file):
-        report.read += 1
-        if not isinstance(record, dict):
-            report.problem(f"expected an object, got {type(record).__name__}", file=file, record=location)
-            continue
+    for location, record in fields.object_records(data_file, report, file=file):
         where = location
         try:
             qid = fields.record_id(record, "qid")

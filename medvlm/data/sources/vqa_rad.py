@@ -155,11 +155,7 @@ def read(path: str | None, split: str, report: ReadReport, image_root: str | Non
             raise DataError("the OSF JSON needed to map MEVF qids to OSF qids is not there", file=str(osf_file))
 
     ids = fields.UniqueIds("qid")
-    for location, record in iter_records(data_file):
-        report.read += 1
-        if not isinstance(record, dict):
-            report.problem(f"expected an object, got {type(record).__name__}", file=file, record=location)
-            continue
+    for location, record in fields.object_records(data_file, report, file=file):
         where = location
         try:
             own_qid = fields.record_id(record, "qid")
