@@ -7,6 +7,8 @@ gives, so adding one is a new file with a decorated function and nothing else to
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -16,9 +18,19 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    """``package``: the package whose modules register the items; they are imported on the first
+    lookup, so a registry is complete whatever the caller happened to import before."""
+
+    def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._package = package
+
+    def _load(self) -> None:
+        package, self._package = self._package, None
+        if package is not None:
+            for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+                importlib.import_module(f"{package}.{module.name}")
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(item: T) -> T:
@@ -30,6 +42,7 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
+        self._load()
         try:
             return self._items[name]
         except KeyError:
@@ -40,10 +53,12 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(self.names())

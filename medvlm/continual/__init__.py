@@ -16,8 +16,6 @@ new file. ``medvlm.train.continual`` runs a task sequence with them and measures
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -136,29 +134,19 @@ def draw_samples(pool: list[Sample], count: int, rng: random.Random) -> list[Sam
     return drawn
 
 
-CONSOLIDATORS: Registry[Consolidator] = Registry("consolidator")
-GUARDS: Registry[Callable[[Recipe], Guard]] = Registry("continual guard")
+CONSOLIDATORS: Registry[Consolidator] = Registry("consolidator", package=__name__)
+GUARDS: Registry[Callable[[Recipe], Guard]] = Registry("continual guard", package=__name__)
 register_consolidator = CONSOLIDATORS.register
 register_guard = GUARDS.register
 
 
-def _import_all() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
 def get_consolidator(name: str) -> Consolidator:
-    if name not in CONSOLIDATORS:
-        _import_all()
     return CONSOLIDATORS.get(name)
 
 
 def get_guard(name: str) -> Callable[[Recipe], Guard]:
-    if name not in GUARDS:
-        _import_all()
     return GUARDS.get(name)
 
 
 def is_consolidator(name: str) -> bool:
-    _import_all()
     return name in CONSOLIDATORS

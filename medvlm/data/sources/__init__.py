@@ -9,8 +9,6 @@ and listed, never dropped silently.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -64,18 +62,11 @@ class SourceReader(Protocol):
                  **options: Any) -> Iterator[Sample]: ...
 
 
-SOURCES: Registry[SourceReader] = Registry("dataset source")
+SOURCES: Registry[SourceReader] = Registry("dataset source", package=__name__)
 register_source: Callable[[str], Callable[[SourceReader], SourceReader]] = SOURCES.register
 
 
-def _import_all() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
 def get_source(name: str) -> SourceReader:
-    if name not in SOURCES:
-        _import_all()
     return SOURCES.get(name)
 
 
