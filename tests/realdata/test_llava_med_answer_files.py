@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from medvlm.data import sources
 from medvlm.eval.answers import read_answers
 from medvlm.eval.run import score_dataset
 from medvlm.eval.score import score_answers
@@ -67,10 +66,6 @@ def test_answer_files_against_osf_records(real_data: Path, name: str) -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_answer_files_through_the_vqa_rad_source(real_data: Path, tmp_path: Path, name: str) -> None:
     """The user's path: ``medvlm score --dataset vqa_rad`` with no manual conversion."""
-    sources._import_all()
-    if "vqa_rad" not in sources.SOURCES:
-        pytest.skip("the vqa_rad source (data issue) is not in this branch yet; "
-                    "test_answer_files_against_osf_records covers the scoring logic")
     scores = score_dataset("vqa_rad", str(real_data / OSF), "test", real_data / ANSWERS / name,
                            tmp_path / "scores.json", bootstrap=200)
     check(scores, name)
