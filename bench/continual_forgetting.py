@@ -37,12 +37,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
-from medvlm.continual.report import plot_runs  # noqa: E402
+from medvlm.eval.plots import plot_continual_methods  # noqa: E402
 from medvlm.io import read_json, write_json  # noqa: E402
 from medvlm.provenance import provenance  # noqa: E402
 from medvlm.recipe import load_recipe  # noqa: E402
-from medvlm.train.continual import run_continual  # noqa: E402
-from medvlm.train.pipeline import load_pipeline, run_pipeline  # noqa: E402
+from medvlm.runs.continual import run_continual  # noqa: E402
+from medvlm.runs.pipeline import load_pipeline, run_pipeline  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -195,7 +195,7 @@ def write_results(args, records: dict[str, dict[int, dict]], failures: dict, sec
     args.output.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.output, result)
     if summary["methods"]:
-        plot_runs(result, args.output.with_suffix(".png"))
+        plot_continual_methods(result, args.output.with_suffix(".png"))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """Training throughput and memory at LLaVA-Med v1.5 scale: QLoRA, bf16 LoRA, bf16 full finetuning.
 
 A random-init model with LLaVA-Med v1.5 shapes (Mistral-7B text config, CLIP ViT-L/14-336 vision
-config, mlp2x_gelu projector; ``medvlm.plan.llava_med_v15_config``) is trained on synthetic batches
+config, mlp2x_gelu projector; ``medvlm.model.plan.llava_med_v15_config``) is trained on synthetic batches
 of ``--seq`` tokens (576 of them image tokens) the way a medvlm stage trains it: the same
 quantisation config and skip modules, peft's k-bit preparation and medvlm's LoRA setup, gradient
 checkpointing without re-entrancy, bf16 autocast, the Trainer's fused AdamW. For each mode:
 
 * ``peak_memory_gib``: ``torch.cuda.max_memory_allocated`` over the timed steps (CPU: every live
-  tensor storage, :class:`medvlm.memtrack.PeakMemory`), next to ``planned_gib`` from ``medvlm plan``;
+  tensor storage, :class:`medvlm.train.memtrack.PeakMemory`), next to ``planned_gib`` from ``medvlm plan``;
 * ``tokens_per_second``: batch × seq / median step time;
 * ``mfu``: model FLOPs per second / the GPU's peak dense bf16 FLOPs. Model FLOPs count the useful
   work only (no recomputation): forward 2·N per token, backward 2·N for activation gradients plus
@@ -39,12 +39,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch  # noqa: E402
 
 from medvlm.io import write_json  # noqa: E402
-from medvlm.memtrack import PeakMemory  # noqa: E402
 from medvlm.model.adapters import apply_lora  # noqa: E402
 from medvlm.model.build import apply_freeze_plan, num_image_tokens  # noqa: E402
+from medvlm.model.plan import GIB, llava_med_v15_config, model_shapes, plan_memory  # noqa: E402
 from medvlm.model.quant import avoid_cpu_packing_bug, quantization_config, quantized_device_map  # noqa: E402
-from medvlm.plan import GIB, llava_med_v15_config, model_shapes, plan_memory  # noqa: E402
 from medvlm.recipe import Recipe  # noqa: E402
+from medvlm.train.memtrack import PeakMemory  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("qlora", "lora", "full")

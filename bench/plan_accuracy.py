@@ -3,7 +3,7 @@
 For a grid of recipes — full finetuning, stage-1 alignment (frozen LLM), LoRA with and without
 dropout, DoRA, QLoRA 4-bit and 8-bit, each with and without gradient checkpointing, float32 and
 bfloat16 — the planner's estimate is compared with the measured peak of two real AdamW steps
-(:func:`medvlm.memtrack.measure_training_peak`: every live tensor storage, the CPU counterpart of
+(:func:`medvlm.train.memtrack.measure_training_peak`: every live tensor storage, the CPU counterpart of
 ``torch.cuda.max_memory_allocated``). Memory counts are deterministic, so one run suffices.
 
     python bench/plan_accuracy.py [--max-length 192] [--batch 2]
@@ -21,9 +21,9 @@ from pathlib import Path
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from medvlm.io import write_json  # noqa: E402
-from medvlm.memtrack import measure_training_peak  # noqa: E402
-from medvlm.plan import plan_memory  # noqa: E402
+from medvlm.model.plan import plan_memory  # noqa: E402
 from medvlm.recipe import Recipe  # noqa: E402
+from medvlm.train.memtrack import measure_training_peak  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GRID = {

@@ -13,10 +13,10 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from medvlm import __version__
-from medvlm.errors import DataError, MedvlmError
+from medvlm.errors import MedvlmError
+from medvlm.registry import CONSOLIDATORS, PROMPT_STYLES, SOURCES, TEMPLATES, Registry
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -35,21 +35,30 @@ def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
     for noisy in ("DeepSpeed", "torch.distributed", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # bitsandbytes warns at import that an optional CPU kernel cannot be fetched from the Hub (it never
-    # can offline); the built-in fallback is used and nothing is wrong.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+def registered(registry: Registry) -> Callable[[str], str]:
+    """An argparse type for a registered name: an unknown one is refused naming the nearest (exit 2)."""
+
+    def check(value: str) -> str:
+        if value not in registry:
+            raise argparse.ArgumentTypeError(registry.unknown(value))
+        return value
+
+    check.__name__ = registry.kind  # argparse names the type in its messages
+    return check
 
 
 def _parse_options(pairs: list[str] | None) -> dict:
-    """``--option key=value`` pairs, values parsed as YAML (so lists and numbers work)."""
-    import yaml
+    """``--option key=value`` pairs, values parsed as recipe overrides are (YAML; ``1e-4`` a number)."""
+    from medvlm.recipe import parse_override
 
     options = {}
     for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
+        if "=" not in pair:
             raise MedvlmError(f"--option '{pair}': expected KEY=VALUE")
-        options[key] = yaml.safe_load(value)
+        keys, value = parse_override(pair)
+        options[".".join(keys)] = value
     return options
 
 
@@ -60,14 +69,9 @@ def _parse_options(pairs: list[str] | None) -> dict:
 
 @command("train")
 def _train(args: argparse.Namespace) -> int:
-    from medvlm.recipe import load_recipe
-    from medvlm.train.stage import run_stage
+    from medvlm.runs import train_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    if recipe.stages:
-        raise MedvlmError(f"{args.recipe}: this is a pipeline recipe (it lists stages); run it with "
-                          "'medvlm pipeline'")
-    result = run_stage(recipe, resume=args.resume)
+    result = train_recipe(args.recipe, args.overrides, resume=args.resume)
     print(f"model: {result.model_dir}")
     print(json.dumps({k: result.summary[k] for k in ("global_step", "train_loss", "wall_seconds")}))
     return 0
@@ -75,18 +79,12 @@ def _train(args: argparse.Namespace) -> int:
 
 @command("pipeline")
 def _pipeline(args: argparse.Namespace) -> int:
-    from medvlm.train.continual import is_continual_recipe, run_continual
-    from medvlm.train.pipeline import load_pipeline, run_pipeline
+    from medvlm.runs import run_recipe
 
-    if is_continual_recipe(args.recipe, args.overrides):
-        from medvlm.recipe import load_recipe
-
-        continual = run_continual(load_recipe(args.recipe, args.overrides), resume=args.resume)
-        print(f"output: {continual.output_dir}")
-        print(json.dumps(continual.record["metrics"]))
-        return 0
-    result = run_pipeline(load_pipeline(args.recipe, args.overrides), resume=args.resume)
-    print(f"output: {result.output_dir}")
+    outcome = run_recipe(args.recipe, args.overrides, resume=args.resume)
+    print(f"output: {outcome.output_dir}")
+    if outcome.metrics is not None:
+        print(json.dumps(outcome.metrics))
     return 0
 
 
@@ -103,7 +101,7 @@ def _consolidate(args: argparse.Namespace) -> int:
 
 @command("demo")
 def _demo(args: argparse.Namespace) -> int:
-    from medvlm.demo import run_demo
+    from medvlm.runs.demo import run_demo
 
     summary = run_demo(args.output, overrides=args.overrides, recipe=args.recipe)
     print(summary)
@@ -178,7 +176,7 @@ def _convert_llava(args: argparse.Namespace) -> int:
 
 @command("plan")
 def _plan(args: argparse.Namespace) -> int:
-    from medvlm.plan import plan_memory
+    from medvlm.model.plan import plan_memory
     from medvlm.recipe import load_recipe
 
     plan = plan_memory(load_recipe(args.recipe, args.overrides), gpus=args.gpus, gpu_memory_gb=args.gpu_memory,
@@ -189,7 +187,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 @command("data preview")
 def _data_preview(args: argparse.Namespace) -> int:
-    from medvlm.data.preview import preview
+    from medvlm.runs.preview import preview
 
     print(preview(args.recipe, args.overrides, count=args.n))
     return 0
@@ -197,16 +195,14 @@ def _data_preview(args: argparse.Namespace) -> int:
 
 @command("data inspect")
 def _data_inspect(args: argparse.Namespace) -> int:
-    from medvlm.data.inspect import format_inspection, inspect_dataset
+    from medvlm.data.inspect import format_inspection, inspect_dataset, raise_first_problem
 
     result = inspect_dataset(args.dataset, args.path, args.split, image_root=args.image_root,
                              image_check=args.image_check, options=_parse_options(args.option))
     print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else
           format_inspection(result, max_problems=args.max_problems))
-    if args.strict and result["problems"]:
-        first = result["problems"][0]
-        raise DataError(f"{len(result['problems'])} problem(s), the first: {first['message']}",
-                        file=first["file"], record=first["record"], key=first["key"])
+    if args.strict:
+        raise_first_problem(result)
     return 0
 
 
@@ -216,7 +212,8 @@ def _data_convert(args: argparse.Namespace) -> int:
 
     summary = convert_dataset(args.dataset, args.path, args.split, args.output, image_root=args.image_root,
                               options=_parse_options(args.option), prompt_style=args.prompt_style,
-                              image_position=args.image_position, policy=args.on_bad_record, limit=args.limit)
+                              image_position=args.image_position, policy=args.on_bad_record, limit=args.limit,
+                              image_check=args.image_check)
     print(f"wrote {summary['records']} record(s) to {summary['output']}"
           + (f"; image paths are relative to {summary['image_root']} (use it as image_root)"
              if summary["image_root"] else ""))
@@ -240,8 +237,8 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser, *, required_split: bool = False) -> None:
-    parser.add_argument("--dataset", required=True, help="source name: llava, llava_med, vqa_rad, slake, "
-                        "pathvqa, roco, hf, synthetic")
+    parser.add_argument("--dataset", required=True, type=registered(SOURCES), metavar="NAME",
+                        help=f"source name: {', '.join(SOURCES.names())}")
     parser.add_argument("--path", help="data file or directory, as the source expects")
     parser.add_argument("--split", default="test")
     parser.add_argument("--image-root", help="directory image paths are relative to (and confined to)")
@@ -271,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted stage from its checkpoint")
 
     p = sub.add_parser("consolidate", help="merge a model and its finetuned successor (SAC or model mix)")
-    p.add_argument("--method", choices=("sac", "mix"), required=True)
+    p.add_argument("--method", type=registered(CONSOLIDATORS), required=True,
+                   help="a registered consolidator: sac (Spectral-Aware Consolidation) or mix (model mix)")
     p.add_argument("--previous", required=True, help="θ_{t-1}: Hugging Face llava model directory")
     p.add_argument("--current", required=True,
                    help="θ̂_t: llava model directory, or a LoRA adapter directory trained on --previous "
@@ -290,9 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "or an adapter directory (adapters are merged into their base)")
     _add_dataset_args(p)
     p.add_argument("--output", required=True, help="answer file (JSONL); resumes if it exists")
-    p.add_argument("--template", default="vicuna_v1")
+    p.add_argument("--template", default="vicuna_v1", type=registered(TEMPLATES),
+                   help=f"conversation template: {', '.join(TEMPLATES.names())}")
     p.add_argument("--system-prompt")
-    p.add_argument("--prompt-style", choices=("plain", "short_answer", "llava_med_closed"), default="plain")
+    p.add_argument("--prompt-style", type=registered(PROMPT_STYLES), default="plain")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--limit", type=int)
@@ -330,8 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination", metavar="DST")
     p.add_argument("--vision-tower", metavar="DIR", help="local CLIP/SigLIP directory (needed when the "
                    "checkpoint lacks the tower's weights or names no local tower)")
-    p.add_argument("--template", help="chat template to save (default: vicuna_v1 for llava_llama, "
-                   "mistral_instruct for llava_mistral)")
+    p.add_argument("--template", type=registered(TEMPLATES), help="chat template to save (default: vicuna_v1 "
+                   "for llava_llama, mistral_instruct for llava_mistral)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
                    help="weights dtype (default: the checkpoint's torch_dtype)")
 
@@ -351,8 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.add_argument("-n", type=int, default=3)
     p = data.add_parser("inspect", help="counts, image checks and every validation problem of a data set")
-    p.add_argument("--dataset", required=True, help="source name: llava, llava_med, vqa_rad, slake, pathvqa, "
-                   "roco, hf, synthetic")
+    p.add_argument("--dataset", required=True, type=registered(SOURCES), metavar="NAME",
+                   help=f"source name: {', '.join(SOURCES.names())}")
     p.add_argument("--path", help="data file or directory, as the source expects")
     p.add_argument("--split", default="test")
     p.add_argument("--image-root", help="directory image paths are relative to (and confined to)")
@@ -365,10 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("convert", help="write a data set as LLaVA conversation JSON (downstream format)")
     _add_dataset_args(p)
     p.add_argument("--output", required=True, help="output .json (or .jsonl)")
-    p.add_argument("--prompt-style", choices=("plain", "short_answer", "llava_med_closed"), default="plain",
+    p.add_argument("--prompt-style", type=registered(PROMPT_STYLES), default="plain",
                    help="bake LLaVA-1.5's short-answer instruction or LLaVA-Med's closed suffix into questions")
     p.add_argument("--image-position", choices=("end", "front"), default="end",
                    help="<image> after the question (LLaVA-Med's files) or before it")
+    p.add_argument("--image-check", choices=("none", "exists", "header", "decode"), default="header",
+                   help="how hard to check referenced images (default: parse each header)")
     p.add_argument("--limit", type=int)
     p = data.add_parser("synth", help="generate the synthetic data set")
     p.add_argument("--output", required=True)
@@ -378,8 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # bitsandbytes warns at import that an optional CPU kernel cannot be fetched from the Hub (it never
+    # can offline); the built-in fallback is used and nothing is wrong. Parsing may import it already.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage error (status 2) or the help (status 0)
+        return int(exc.code or 0)
     _setup_logging(args.verbose)
     name = args.command if args.command != "data" else f"data {args.data_command}"
     try:
@@ -394,11 +401,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medvlm: interrupted", file=sys.stderr)
         return 130
-
-
-def resources_dir() -> Path:
-    """The repository's ``recipes/`` directory (medvlm is installed from a checkout)."""
-    return Path(__file__).resolve().parent.parent / "recipes"
 
 
 if __name__ == "__main__":

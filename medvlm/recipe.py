@@ -21,12 +21,29 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medvlm.errors import RecipeError
+from medvlm.registry import CONSOLIDATORS, GUARDS, PROMPT_STYLES, SOURCES, TEMPLATES, Registry
+
+
+def _registered(registry: Registry) -> AfterValidator:
+    """A field whose value must be a name in ``registry`` (an unknown one is reported with the nearest)."""
+
+    def check(value: str) -> str:
+        if value not in registry:
+            raise ValueError(registry.unknown(value))
+        return value
+
+    return AfterValidator(check)
+
+
+DatasetName = Annotated[str, _registered(SOURCES)]
+TemplateName = Annotated[str, _registered(TEMPLATES)]
+PromptStyle = Annotated[str, _registered(PROMPT_STYLES)]
 
 # --------------------------------------------------------------------------------------------------
 # Schema
@@ -58,7 +75,7 @@ class ModelSpec(_Section):
 class SourceSpec(_Section):
     """One dataset read through a registered source (see ``medvlm.data.sources``)."""
 
-    dataset: str
+    dataset: DatasetName
     path: str | None = None
     split: str = "train"
     image_root: str | None = None
@@ -67,12 +84,9 @@ class SourceSpec(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-PromptStyle = Literal["plain", "short_answer", "llava_med_closed"]
-
-
 class DataSpec(_Section):
     train: list[SourceSpec] = Field(default_factory=list)
-    template: str = "vicuna_v1"
+    template: TemplateName = "vicuna_v1"
     system_prompt: str | None = None
     image_aspect_ratio: Literal["pad", "resize", "crop"] = "pad"
     max_length: int = Field(2048, ge=8)
@@ -197,9 +211,9 @@ class OloraSpec(_Section):
 class ContinualSpec(_Section):
     """A task sequence, the method guarding it, and the probes measuring forgetting.
 
-    ``method`` joins components with '+': at most one consolidator (sac, mix) and any of uir, lwf,
-    ewc, replay, o-lora; ``seq-ft`` (plain sequential finetuning) stands alone. Each component reads
-    its own section below.
+    ``method`` joins components with '+': at most one registered consolidator (sac, mix, ...) and any
+    registered guards (uir, lwf, ewc, replay, o-lora, ...); ``seq-ft`` (plain sequential finetuning)
+    stands alone. Each component reads its own section below.
     """
 
     method: str = "seq-ft"
@@ -226,10 +240,20 @@ class ContinualSpec(_Section):
         parts = method.split("+")
         if not all(parts) or len(set(parts)) != len(parts):
             raise ValueError(f"'{value}': components joined by '+', each once (e.g. sac+uir)")
-        if "seq-ft" in parts and len(parts) > 1:
-            raise ValueError("seq-ft is plain sequential finetuning and combines with nothing")
-        if len({"sac", "mix"} & set(parts)) > 1:
-            raise ValueError("at most one consolidator (sac or mix)")
+        if "seq-ft" in parts:
+            if len(parts) > 1:
+                raise ValueError("seq-ft is plain sequential finetuning and combines with nothing")
+            return method
+        for part in parts:
+            if part not in CONSOLIDATORS and part not in GUARDS:
+                known = ["seq-ft", *CONSOLIDATORS.names(), *GUARDS.names()]
+                close = difflib.get_close_matches(part, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ValueError(f"unknown method component '{part}'{hint}; known: {', '.join(known)}")
+        consolidators = [part for part in parts if part in CONSOLIDATORS]
+        if len(consolidators) > 1:
+            raise ValueError(f"at most one consolidator ({', '.join(CONSOLIDATORS.names())}); got "
+                             f"{', '.join(consolidators)}")
         return method
 
     @model_validator(mode="after")
@@ -247,7 +271,7 @@ class EvalSpec(_Section):
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(32, ge=1)
     prompt_style: PromptStyle = "plain"
-    template: str | None = None
+    template: TemplateName | None = None
     bootstrap_samples: int = Field(1000, ge=0)
     seed: int = 0
     stages: list[str] = Field(default_factory=list,

@@ -1,7 +1,13 @@
 """Name → callable registries filled by a decorator.
 
-Sources, templates, loss plugins, consolidators and metrics are each looked up by the name a recipe
-gives, so adding one is a new file with a decorated function and nothing else to edit.
+Sources, templates, prompt styles, metrics, consolidators, continual guards and model families are
+each looked up by the name a recipe gives, so adding one is a new file with a decorated function and
+nothing else to edit.
+
+The registries are declared here, at the bottom of the layers, each with the package (or module)
+whose modules fill it: recipe validation and the command line's choices read the names from here,
+and the first lookup imports the filling package. That lazy import is the one way a lower layer
+reaches the plugins of a higher one; nothing imports a plugin module directly.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ class Registry(Generic[T]):
     def _load(self) -> None:
         package, self._package = self._package, None
         if package is not None:
-            for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+            loaded = importlib.import_module(package)
+            for module in pkgutil.iter_modules(getattr(loaded, "__path__", [])):  # a module has no __path__
                 importlib.import_module(f"{package}.{module.name}")
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -46,11 +53,14 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            close = difflib.get_close_matches(name, self._items, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise MedvlmError(
-                f"unknown {self.kind} '{name}'{hint}; known: {', '.join(sorted(self._items))}"
-            ) from None
+            raise MedvlmError(self.unknown(name)) from None
+
+    def unknown(self, name: str) -> str:
+        """The message for a name that is not registered: the nearest known one and the full list."""
+        self._load()
+        close = difflib.get_close_matches(str(name), self._items, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"unknown {self.kind} '{name}'{hint}; known: {', '.join(sorted(self._items))}"
 
     def names(self) -> list[str]:
         self._load()
@@ -62,3 +72,11 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+SOURCES: Registry = Registry("dataset source", package="medvlm.data.sources")
+TEMPLATES: Registry = Registry("conversation template", package="medvlm.data.templates")
+PROMPT_STYLES: Registry = Registry("prompt style", package="medvlm.data.prompts")
+METRICS: Registry = Registry("metric", package="medvlm.eval.metrics")
+CONSOLIDATORS: Registry = Registry("consolidator", package="medvlm.continual")
+GUARDS: Registry = Registry("continual guard", package="medvlm.continual")

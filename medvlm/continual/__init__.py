@@ -10,7 +10,7 @@ Two small interfaces plug continual learning into training (DESIGN.md):
   record state once the task's final model exists (EWC's Fisher).
 
 Both are registries filled by decorators in the modules of this package, so a new method is one
-new file. ``medvlm.train.continual`` runs a task sequence with them and measures forgetting
+new file. ``medvlm.runs.continual`` runs a task sequence with them and measures forgetting
 (:mod:`medvlm.continual.metrics`).
 """
 
@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import torch
 
+from medvlm import registry
 from medvlm.data.records import Sample
 from medvlm.errors import ModelError
 from medvlm.recipe import ContinualSpec, ContinualTaskSpec, Recipe
@@ -134,8 +135,8 @@ def draw_samples(pool: list[Sample], count: int, rng: random.Random) -> list[Sam
     return drawn
 
 
-CONSOLIDATORS: Registry[Consolidator] = Registry("consolidator", package=__name__)
-GUARDS: Registry[Callable[[Recipe], Guard]] = Registry("continual guard", package=__name__)
+CONSOLIDATORS: Registry[Consolidator] = registry.CONSOLIDATORS
+GUARDS: Registry[Callable[[Recipe], Guard]] = registry.GUARDS
 register_consolidator = CONSOLIDATORS.register
 register_guard = GUARDS.register
 

@@ -29,7 +29,7 @@ from medvlm.data.images import ImagePreparer
 from medvlm.data.records import Sample
 from medvlm.data.templates import get_template
 from medvlm.errors import ModelError, RecipeError
-from medvlm.model.build import STAGE_TRAINABLE, apply_freeze_plan, load_pretrained, num_image_tokens
+from medvlm.model.build import apply_freeze_plan, load_pretrained, num_image_tokens, trainable_components
 from medvlm.recipe import Recipe
 
 FisherTerm = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]  # (F, θ*) by parameter name
@@ -150,8 +150,7 @@ class EWCGuard:
         if target.is_file():
             return
         model, processor = load_pretrained(model_dir, dtype=task.stage.model.dtype)
-        trainable = task.stage.train.trainable or STAGE_TRAINABLE[task.stage.train.stage]
-        apply_freeze_plan(model, trainable)
+        apply_freeze_plan(model, trainable_components(task.stage))
         params = {name: p for name, p in model.named_parameters() if p.requires_grad}
         chosen = list(task.samples)
         random.Random(f"ewc-{task.seed}-{task.index}").shuffle(chosen)

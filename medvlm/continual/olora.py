@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from medvlm.continual import TaskContext, TaskParts, register_guard
 from medvlm.errors import ModelError, RecipeError
 from medvlm.recipe import Recipe
+from medvlm.rundir import TaskDir
 
 ADAPTER_FILE = "adapter_model.safetensors"
 
@@ -91,7 +92,7 @@ class OLoRAGuard:
         self.spec = recipe.continual.olora
 
     def prepare(self, task: TaskContext) -> TaskParts:
-        earlier = [read_lora_a(d / "train" / "adapter") for d in task.earlier_task_dirs]
+        earlier = [read_lora_a(TaskDir(d).train.adapter) for d in task.earlier_task_dirs]
         if not earlier and self.spec.l2 == 0:
             return TaskParts(report={"earlier_adapters": 0})
         report = {"earlier_adapters": len(earlier), "weight": self.spec.weight, "l2": self.spec.l2}

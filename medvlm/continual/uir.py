@@ -22,8 +22,8 @@ import torch
 
 from medvlm.continual import TaskContext, TaskParts, draw_samples, register_guard
 from medvlm.data.collate import IGNORE_INDEX
+from medvlm.data.reading import read_spec
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample, SampleMeta, Turn
-from medvlm.data.sources import read_source
 from medvlm.errors import DataError, RecipeError
 from medvlm.recipe import Recipe
 
@@ -120,8 +120,7 @@ class UIRGuard:
         if self._pool is None:
             pool: list[Sample] = []
             for source in self.spec.inquiries:
-                samples, _ = read_source(source.dataset, source.path, source.split, limit=source.limit,  # type: ignore[arg-type]
-                                         image_root=source.image_root, **source.options)
+                samples = read_spec(source, image_check="none").samples  # inquiries are asked without images
                 inquiries = [to_inquiry(s, self.spec.drop_images, source.path) for s in samples]
                 self.empty_skipped += sum(inquiry is None for inquiry in inquiries)
                 pool.extend(inquiry for inquiry in inquiries if inquiry is not None)

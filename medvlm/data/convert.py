@@ -18,10 +18,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from medvlm.data.images import resolve_image_path
-from medvlm.data.prompts import apply_prompt_style
+from medvlm.data.images import ImageCheckMode, resolve_image_path
+from medvlm.data.reading import read_spec, source_spec
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample
-from medvlm.data.sources import read_source
 from medvlm.errors import DataError
 from medvlm.io import write_json, write_jsonl
 
@@ -62,12 +61,18 @@ def _relative(image: str, sample: Sample, root: Path | None) -> str:
 def convert_dataset(name: str, path: str | None, split: str, output: str | os.PathLike, *,
                     image_root: str | None = None, options: dict[str, Any] | None = None,
                     prompt_style: str = "plain", image_position: ImagePosition = "end",
-                    policy: Literal["error", "skip"] = "error", limit: int | None = None) -> dict[str, Any]:
-    """Write ``output`` and return a summary (counts, image root, skipped records)."""
+                    policy: Literal["error", "skip"] = "error", limit: int | None = None,
+                    image_check: ImageCheckMode = "header") -> dict[str, Any]:
+    """Write ``output`` and return a summary (counts, image root, skipped records).
+
+    Images are checked as training checks them (``image_check``), so a converted file never names an
+    image that is missing, unreadable or outside its root.
+    """
     if image_position not in ("end", "front"):
         raise DataError(f"image_position must be end or front, got {image_position!r}")
-    samples, report = read_source(name, path, split, policy=policy, limit=limit, image_root=image_root,
-                                  **(options or {}))
+    read = read_spec(source_spec(name, path, split, image_root=image_root, options=options, limit=limit),
+                     policy=policy, prompt_style=prompt_style, image_check=image_check)
+    samples, report = read.samples, read.report
     root = _common_root(samples)
     records = []
     for sample in samples:
@@ -77,7 +82,7 @@ def convert_dataset(name: str, path: str | None, split: str, output: str | os.Pa
             report.problem(str(exc).removeprefix("key 'image': "), file=path, record=sample.meta.source_id or sample.id,
                            key="image")
             continue
-        records.append(to_llava_record(apply_prompt_style(sample, prompt_style), images, image_position))
+        records.append(to_llava_record(sample, images, image_position))
     report.kept = len(records)
     ids = [record["id"] for record in records]
     if len(set(ids)) != len(ids):

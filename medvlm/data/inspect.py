@@ -13,9 +13,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from medvlm.data.images import ImageCheckMode, check_images
+from medvlm.data.images import ImageCheckMode
+from medvlm.data.reading import read_spec, source_spec
 from medvlm.data.records import BREAKDOWN_FIELDS, Sample
-from medvlm.data.sources import read_source
+from medvlm.errors import DataError
 from medvlm.io import sha256_file
 
 UNSET = "(unset)"
@@ -35,22 +36,30 @@ def inspect_dataset(name: str, path: str | None, split: str, *, image_root: str 
                     image_check: ImageCheckMode = "header", options: dict[str, Any] | None = None,
                     ) -> dict[str, Any]:
     """Counts and problems of one source read, as a JSON-ready mapping."""
-    samples, report = read_source(name, path, split, policy="skip", image_root=image_root, **(options or {}))
-    images = check_images(samples, image_check)
+    read = read_spec(source_spec(name, path, split, image_root=image_root, options=options), policy="skip",
+                     image_check=image_check)
+    report, images = read.report, read.images
+    samples = read.samples + read.rejected  # a record with a bad image is still a record of the data set
     problems = [{"file": p.file, "record": p.record, "key": p.key, "message": p.message} for p in report.problems]
-    problems += [{"file": path, "record": record, "key": "image", "message": message}
-                 for record, message in images.bad.values()]
     data_file = Path(path) if path else None
     return {
         "dataset": name, "path": path, "split": split, "options": options or {},
         "sha256": sha256_file(data_file) if data_file is not None and data_file.is_file() else None,
-        "records_read": report.read, "samples": len(samples), "skipped_records": report.skipped,
+        "records_read": report.read, "samples": len(samples), "skipped_records": read.records_skipped,
         "counts": {"total": len(samples), **field_counts(samples)},
         "with_images": sum(1 for s in samples if s.images),
         "samples_with_image_problems": len(images.bad),
         "images": images.summary(),
         "problems": problems,
     }
+
+
+def raise_first_problem(result: dict[str, Any]) -> None:
+    """``--strict``: a data set with any problem is an error (exit 2), naming the first problem."""
+    if result["problems"]:
+        first = result["problems"][0]
+        raise DataError(f"{len(result['problems'])} problem(s), the first: {first['message']}",
+                        file=first["file"], record=first["record"], key=first["key"])
 
 
 def _line(label: str, counts: dict[str, int], limit: int = 25) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from medvlm import registry
 from medvlm.data.records import IMAGE_PLACEHOLDER, Turn
 from medvlm.errors import DataError
 from medvlm.registry import Registry
@@ -264,7 +265,7 @@ class LlavaMedLegacy(Template):
         )
 
 
-TEMPLATES: Registry[Template] = Registry("conversation template")
+TEMPLATES: Registry[Template] = registry.TEMPLATES
 for _template in (Plain("plain"), VicunaV1("vicuna_v1"), MistralInstruct("mistral_instruct"),
                   LlavaMedLegacy("llava_med_legacy")):
     TEMPLATES.register(_template.name)(_template)

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 import medvlm
+from medvlm.continual.record import ContinualRecord, read_continual_record
 from medvlm.data.jsonfiles import iter_records, load_json
 from medvlm.errors import DataError
 from medvlm.eval import plots
@@ -55,30 +55,6 @@ class Evaluation:
     model: str
     dataset: str
     role: str = "system"  # or "baseline"
-
-
-class ContinualRun(BaseModel):
-    """``continual.json`` as the continual-learning runner writes it (percent, row 0 = initial model)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    method: str
-    seed: int
-    tasks: list[str]
-    probes: list[str]
-    accuracy: list[list[float | None]]
-    metrics: dict[str, float | None]
-    provenance: dict[str, Any] = {}
-
-    @model_validator(mode="after")
-    def _shape(self) -> ContinualRun:
-        if len(self.accuracy) != len(self.tasks) + 1:
-            raise ValueError(f"accuracy has {len(self.accuracy)} rows; expected {len(self.tasks) + 1} "
-                             "(the initial model, then one per task)")
-        for index, row in enumerate(self.accuracy):
-            if len(row) != len(self.probes):
-                raise ValueError(f"accuracy row {index} has {len(row)} values for {len(self.probes)} probes")
-        return self
 
 
 def _read_items(path: Path) -> list[dict[str, Any]] | None:
@@ -114,16 +90,6 @@ def _model_label(provenance: dict[str, Any]) -> str:
     return path.parent.name if path.name == "model" and path.parent.name else path.name
 
 
-def load_continual(path: Path) -> ContinualRun:
-    try:
-        run = ContinualRun.model_validate(load_json(path))
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(part) for part in error["loc"]) or None
-        raise DataError(f"not a continual.json: {error['msg']}", file=str(path), key=key) from None
-    return run
-
-
 def _digest(scores: dict[str, Any]) -> str:
     provenance = scores.get("provenance", {})
     key = [
@@ -136,11 +102,11 @@ def _digest(scores: dict[str, Any]) -> str:
 
 def collect(
     inputs: list[str | Path], role: str = "system"
-) -> tuple[list[Evaluation], list[tuple[Path, ContinualRun]]]:
+) -> tuple[list[Evaluation], list[tuple[Path, ContinualRecord]]]:
     """Scores and continual runs named by ``inputs`` (files or directories searched recursively),
     each scores file once even when a run keeps a copy of it (the demo's top-level scores.json)."""
     evaluations: list[Evaluation] = []
-    continual: list[tuple[Path, ContinualRun]] = []
+    continual: list[tuple[Path, ContinualRecord]] = []
     seen: set[str] = set()
     for raw in inputs:
         path = Path(raw)
@@ -159,7 +125,7 @@ def collect(
             if digest not in seen:
                 seen.add(digest)
                 evaluations.append(evaluation)
-        continual += [(file, load_continual(file)) for file in continual_files]
+        continual += [(file, read_continual_record(file)) for file in continual_files]
     return evaluations, continual
 
 
@@ -300,7 +266,7 @@ def evaluation_entry(evaluation: Evaluation) -> dict[str, Any]:
     return entry
 
 
-def continual_entry(path: Path, run: ContinualRun) -> dict[str, Any]:
+def continual_entry(path: Path, run: ContinualRecord) -> dict[str, Any]:
     return {"file": str(path), **run.model_dump()}
 
 

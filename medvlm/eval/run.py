@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from medvlm.data.sources import read_source
+from medvlm.data.reading import read_spec, source_spec
 from medvlm.errors import DataError
 from medvlm.eval.answers import read_answers
 from medvlm.eval.predict import PredictSettings, generate_answers
@@ -14,6 +14,7 @@ from medvlm.eval.score import score_answers
 from medvlm.io import sha256_file
 from medvlm.model.export import load_for_inference
 from medvlm.recipe import EvalSpec
+from medvlm.rundir import EvalDir, StageDir, model_label
 
 log = logging.getLogger("medvlm")
 
@@ -29,11 +30,8 @@ def model_provenance(model_dir: str | Path) -> dict[str, Any]:
     """Name of a model directory (a run's ``OUT/<stage>/model`` is named by its stage) and the hash of
     the resolved recipe that trained it, when the run left one beside it."""
     model_dir = Path(model_dir)
-    label = model_dir.parent.name if model_dir.name == "model" else model_dir.name
-    if label == "train":  # a continual task's own training stage: OUT/tasks/NN-name/train/model
-        label = f"{model_dir.parent.parent.name}/train"
-    recipe = model_dir.parent / "recipe.resolved.yaml"
-    record: dict[str, Any] = {"model": str(model_dir), "model_label": label}
+    recipe = StageDir(model_dir.parent).recipe
+    record: dict[str, Any] = {"model": str(model_dir), "model_label": model_label(model_dir)}
     if recipe.is_file():
         record.update({"recipe": str(recipe), "recipe_sha256": sha256_file(recipe)})
     return record
@@ -47,18 +45,16 @@ def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *
     results: dict[str, dict[str, Any]] = {}
     for source in spec.datasets:
         label = dataset_label(source.dataset, source.split, source.options)
-        limits = [n for n in (source.limit, spec.limit) if n is not None]
-        samples, report = read_source(source.dataset, source.path, source.split, policy=policy,  # type: ignore[arg-type]
-                                      limit=min(limits) if limits else None, image_root=source.image_root,
-                                      **source.options)
+        read = read_spec(source, policy=policy, limit=spec.limit)  # type: ignore[arg-type]
+        samples, report = read.samples, read.report
         if not samples:
             raise DataError(f"evaluation set {label} is empty", file=source.path)
         settings = PredictSettings(template=spec.template or template, prompt_style=spec.prompt_style,
                                    batch_size=spec.batch_size, max_new_tokens=spec.max_new_tokens,
                                    system_prompt=system_prompt, image_aspect_ratio=image_aspect_ratio,
                                    model_id=str(model_dir))
-        target = Path(out_dir) / label
-        answers_path = target / "answers.jsonl"
+        target = EvalDir(Path(out_dir) / label)
+        answers_path = target.answers
         generate_answers(model, processor, samples, settings, output=answers_path)
         result = score_answers(
             samples,
@@ -76,7 +72,7 @@ def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *
                 "skipped_records": report.skipped,
             },
         )
-        result.write(target / "scores.json")
+        result.write(target.scores)
         scores = result.scores
         strict = scores["metrics"]["strict"]
         log.info("%s on %s: closed %.2f, open exact %.2f (n=%d)", model_dir, label,
@@ -89,8 +85,9 @@ def score_dataset(dataset: str, path: str | None, split: str, predictions: str |
                   image_root: str | None = None, options: dict[str, Any] | None = None, policy: str = "error",
                   baseline: str | Path | None = None, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """``medvlm score``: read the references and answer file(s), score, write scores.json + items."""
-    samples, report = read_source(dataset, path, split, policy=policy, image_root=image_root,  # type: ignore[arg-type]
-                                  **(options or {}))
+    read = read_spec(source_spec(dataset, path, split, image_root=image_root, options=options),
+                     policy=policy, image_check="none")  # type: ignore[arg-type]  # scoring reads no pixels
+    samples, report = read.samples, read.report
     if not samples:
         raise DataError(f"no '{split}' samples in the data set", file=path)
     answers = read_answers(predictions, policy)  # type: ignore[arg-type]
@@ -131,10 +128,11 @@ def predict_dataset(
     dtype: str | None = None,
 ) -> tuple[int, int]:
     """``medvlm predict``: answer a data set into a (resumable) answer file; (written now, total)."""
-    samples, report = read_source(dataset, path, split, policy=policy, limit=limit,  # type: ignore[arg-type]
-                                  image_root=image_root, **(options or {}))
+    read = read_spec(source_spec(dataset, path, split, image_root=image_root, options=options, limit=limit),
+                     policy=policy)  # type: ignore[arg-type]
+    samples, report = read.samples, read.report
     if report.skipped:
-        log.warning("skipped %d bad record(s): %s", report.skipped, report.summary()["skip_reasons"])
+        log.warning("%s: skipped %d bad record(s): %s", path, report.skipped, report.summary()["skip_reasons"])
     if not samples:
         raise DataError(f"no '{split}' samples in the data set", file=path)
     model, processor = load_for_inference(model_dir, dtype=dtype)

@@ -39,11 +39,11 @@ from medvlm.eval.normalize import normalize_parity
 from medvlm.eval.stats import bootstrap_ci, rng_for
 from medvlm.io import sha256_file, write_json, write_jsonl
 from medvlm.provenance import METRIC_VERSION, file_checksums, git_commit
+from medvlm.registry import PROMPT_STYLES
 
 __all__ = ["ScoreResult", "items_path", "read_answers", "score", "score_answers"]
 
 CONFUSION_PREDICTED = ("yes", "no", "unanswered", "missing")
-PROMPT_STYLES = ("short_answer", "llava_med_closed", "plain")  # most specific first
 
 
 @dataclass
@@ -194,22 +194,23 @@ def prompt_style(samples_and_prompts: list[tuple[Sample, str]], recorded: Any) -
     def squash(text: str) -> str:
         return " ".join(text.split()).lower()
 
-    matches = Counter()
-    any_closed = False
+    # a style that changed none of these questions cannot be told from plain: plain is tried last
+    styles = sorted(PROMPT_STYLES.names(), key=lambda name: name == "plain")
+    matches, changed = Counter(), Counter()
     for sample, prompt in samples_and_prompts:
-        any_closed |= sample.meta.answer_type == "CLOSED"
-        for style in PROMPT_STYLES:
-            if squash(styled_question(sample.question, style, sample.meta.answer_type)) == squash(prompt):
-                matches[style] += 1
+        for style in styles:
+            styled = squash(styled_question(sample.question, style, sample.meta.answer_type))
+            matches[style] += styled == squash(prompt)
+            changed[style] += styled != squash(sample.question)
     total = len(samples_and_prompts)
-    for style in PROMPT_STYLES:
-        if matches[style] == total and (style != "llava_med_closed" or any_closed):
+    for style in styles:
+        if matches[style] == total and (style == "plain" or changed[style]):
             return {
                 "prompt_style": style,
                 "prompt_style_source": "inferred from the prompts in the answer file",
             }
     return {"prompt_style": "other", "prompt_style_source": "inferred from the prompts in the answer file",
-            "prompt_style_matches": {style: matches[style] for style in PROMPT_STYLES}, "prompts": total}
+            "prompt_style_matches": {style: matches[style] for style in styles}, "prompts": total}
 
 
 def problems_summary(problems: list[Problem], limit: int = 50) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration, ProcessorMixin
 
 from medvlm.errors import ModelError
-from medvlm.recipe import ModelSpec
+from medvlm.recipe import ModelSpec, Recipe
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -34,6 +34,13 @@ STAGE_TRAINABLE: dict[str, tuple[str, ...]] = {
     "instruct": ("projector", "language_model"),  # stage 2: vision tower always frozen
     "finetune": ("projector", "language_model"),  # stage 3
 }
+
+
+
+def trainable_components(recipe: Recipe) -> tuple[str, ...]:
+    """The components a recipe's stage trains: ``train.trainable`` when given, else the stage's plan."""
+    return tuple(recipe.train.trainable) if recipe.train.trainable else STAGE_TRAINABLE[recipe.train.stage]
+
 
 ORIGINAL_LLAVA_TYPES = {"llava_llama", "llava_mistral", "llava_mpt", "llava_qwen", "llava_med"}
 

@@ -41,8 +41,8 @@ from medvlm.model.adapters import (
 )
 from medvlm.model.build import DTYPES, has_processor, load_model, load_pretrained, saved_processor
 from medvlm.recipe import Recipe, validate
+from medvlm.rundir import StageDir, run_dir_of
 
-RESOLVED_RECIPE = "recipe.resolved.yaml"
 ADAPTER_FILES = (ADAPTER_CONFIG, "adapter_model.safetensors")
 
 log = logging.getLogger("medvlm")
@@ -58,7 +58,7 @@ class Source:
 
 
 def read_run_recipe(run_dir: str | Path) -> Recipe:
-    path = Path(run_dir) / RESOLVED_RECIPE
+    path = StageDir(Path(run_dir)).recipe
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -66,25 +66,18 @@ def read_run_recipe(run_dir: str | Path) -> Recipe:
     return validate(tree, str(path))
 
 
-def _run_dir_of(path: Path) -> Path | None:
-    """The stage directory a path lies in (itself, or RUN for RUN/adapter and RUN/checkpoints/X)."""
-    for candidate in (path, path.parent, path.parent.parent):
-        if (candidate / RESOLVED_RECIPE).is_file():
-            return candidate
-    return None
-
-
 def resolve_source(path: str | Path) -> Source:
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"{path}: not a directory (expected a run, a checkpoint, an adapter or a model)")
-    run_dir = _run_dir_of(path)
+    run_dir = run_dir_of(path)
     recipe = read_run_recipe(run_dir) if run_dir is not None else None
     if run_dir == path:  # a stage output directory
-        if is_adapter_dir(path / "adapter"):
-            return Source(path / "adapter", True, recipe)
-        if (path / "model" / "config.json").is_file():
-            return Source(path / "model", False, recipe)
+        stage = StageDir(path)
+        if is_adapter_dir(stage.adapter):
+            return Source(stage.adapter, True, recipe)
+        if (stage.model / "config.json").is_file():
+            return Source(stage.model, False, recipe)
         raise ModelError(f"{path}: this run has no final model/ or adapter/ (it did not finish); "
                          f"export one of its checkpoints instead: {path}/checkpoints/checkpoint-N")
     if is_adapter_dir(path):

@@ -13,7 +13,9 @@ models come pretrained and never need this stage.
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,6 +28,12 @@ from medvlm.data.images import ImagePreparer, PixelCache
 from medvlm.data.records import Sample
 from medvlm.errors import MedvlmError
 from medvlm.model.build import num_image_tokens
+from medvlm.recipe import Recipe
+from medvlm.rundir import StageDir
+from medvlm.train.saving import save_final_model
+from medvlm.train.setup import TrainingSetup
+
+log = logging.getLogger("medvlm")
 
 MAX_FLAT_FEATURES = 1 << 16
 
@@ -106,3 +114,23 @@ def collate_pairs(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return {"pixel_values": torch.stack([item["pixel_values"] for item in items]),
             "text_ids": torch.cat([item["text"] for item in items]),
             "text_offsets": torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)[:-1]])}
+
+
+@dataclass
+class ContrastiveSetup(TrainingSetup):
+    """The tower stage: image–caption pairs; the LLaVA model whose tower trained (not the CLIP wrapper)
+    is saved."""
+
+    llava: nn.Module | None = None
+
+    def save(self, trainer, processor, recipe: Recipe, out: StageDir, adapter: bool) -> None:
+        if trainer.is_world_process_zero():
+            save_final_model(self.llava, processor, recipe.data.template, out)
+
+
+def contrastive_setup(recipe: Recipe, model, processor, samples: list[Sample], preparer: ImagePreparer,
+                      ) -> TrainingSetup:
+    pairs = CaptionPairs(samples, processor.tokenizer, preparer, PixelCache(recipe.data.image_cache_mb << 20))
+    log.info("data: %d image-caption pairs", len(pairs))
+    return ContrastiveSetup(ContrastiveVisionModel(model, len(processor.tokenizer)), pairs, collate_pairs,
+                            {"total": len(samples), "kept": len(pairs)}, counts_tokens=False, llava=model)

@@ -15,7 +15,7 @@ from medvlm.continual.sac import consolidate_delta
 from medvlm.data.sources import read_source
 from medvlm.errors import MedvlmError, RecipeError
 from medvlm.recipe import load_recipe
-from medvlm.train.continual import run_continual
+from medvlm.runs.continual import run_continual
 
 
 def continual_recipe(tmp_path: Path, synthetic_dir: Path, options: dict, method: str, name: str,

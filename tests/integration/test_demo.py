@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medvlm.demo import run_demo
+from medvlm.runs.demo import run_demo
 
 SHORT = ["vision.train.max_steps=30", "base.train.max_steps=40", "align.train.max_steps=10",
          "instruct.train.max_steps=10", "finetune.train.max_steps=30", "eval.limit=48"]

@@ -52,11 +52,11 @@ def test_probe_accuracy_pools_closed_and_open_items_over_sources() -> None:
 
 
 def test_figures_are_written(tmp_path) -> None:
-    from medvlm.continual.report import plot_runs
+    from medvlm.eval.plots import plot_continual_methods
 
     record = {"tasks": ["a", "b", "c"], "probes": ["a", "b", "c", "general"]}
     stats = {key: {"mean": 1.0, "std": 0.5, "n": 2} for key in ("last", "bwt", "general_retention")}
     result = {"setup": {"tasks": record["tasks"], "probes": record["probes"]},
               "methods": {name: {"seeds": [0, 1], "accuracy_mean": MATRIX, **stats} for name in ("seq-ft", "sac")}}
-    path = plot_runs(result, tmp_path / "all.png")
+    path = plot_continual_methods(result, tmp_path / "all.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

@@ -6,7 +6,8 @@ import pytest
 
 from medvlm.errors import RecipeError
 from medvlm.recipe import load_recipe
-from medvlm.train.continual import _components, is_continual_recipe
+from medvlm.runs import is_continual_recipe
+from medvlm.runs.continual import _components
 from tests.conftest import REPO
 
 ENV = {name: f"/tmp/{name.lower()}" for name in (
@@ -32,8 +33,8 @@ def test_continual_section_errors_name_the_key(tmp_path) -> None:
     with pytest.raises(RecipeError) as error:
         load_recipe(path)
     assert "continual.sac.ratoi" in str(error.value) and "did you mean 'ratio'" in str(error.value)
-    path.write_text("continual:\n  method: sac\n  tasks: [{name: a, train: [{dataset: x}], eval: [{dataset: x}]},\n"
-                    "          {name: a, train: [{dataset: x}], eval: [{dataset: x}]}]\n")
+    task = "{name: a, train: [{dataset: llava}], eval: [{dataset: llava}]}"
+    path.write_text(f"continual:\n  method: sac\n  tasks: [{task}, {task}]\n")
     with pytest.raises(RecipeError, match="repeated: a"):
         load_recipe(path)
     assert not is_continual_recipe(REPO / "recipes" / "demo" / "pipeline.yaml")

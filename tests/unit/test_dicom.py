@@ -179,8 +179,8 @@ def test_files_without_images_and_broken_files(tmp_path: Path) -> None:
 
 def test_dicom_without_pixel_data_exits_2(tmp_path: Path, capsys) -> None:
     from medvlm.cli import main
+    from medvlm.data.reading import read_samples
     from medvlm.recipe import SourceSpec
-    from medvlm.train.stage import read_samples
 
     shutil.copy(bundled("rtplan.dcm"), tmp_path / "plan.dcm")  # a radiotherapy plan: no image at all
     data = write_json(tmp_path / "d.json", [{"id": "p7", "image": "plan.dcm", "conversations": [
@@ -191,7 +191,7 @@ def test_dicom_without_pixel_data_exits_2(tmp_path: Path, capsys) -> None:
         err = capsys.readouterr().err
         assert err.startswith(f"medvlm: error: {data}: record p7: key 'image': ") and "DICOM file has no" in err
     with pytest.raises(DataError, match=r"d.json: record p7: key 'image': DICOM file has no image"):
-        read_samples([SourceSpec(dataset="llava", path=str(data))], "error")  # the training pre-pass
+        read_samples([SourceSpec(dataset="llava", path=str(data))], policy="error")  # the training pre-pass
 
 
 @pytest.mark.parametrize("value, message", [
@@ -259,11 +259,11 @@ def test_dicom_info_is_an_allow_list() -> None:
 
 def test_phi_never_reaches_records_outputs_or_logs(tmp_path: Path, micro_model, caplog, capsys) -> None:
     from medvlm.cli import main
+    from medvlm.data.reading import read_samples
     from medvlm.data.sources import read_source
     from medvlm.eval.predict import PredictSettings, generate_answers
     from medvlm.eval.score import read_answers, score
     from medvlm.recipe import SourceSpec
-    from medvlm.train.stage import read_samples
 
     secrets = phi_values(PHI_FILES)
     assert {"CompressedSamples^CT1", "CompressedSamples^MR1"} <= secrets and len(secrets) > 10
@@ -284,7 +284,7 @@ def test_phi_never_reaches_records_outputs_or_logs(tmp_path: Path, micro_model, 
 
     samples, report = read_source("llava", str(data), "test", image_root=str(images))
     kept, reports = read_samples([SourceSpec(dataset="llava", path=str(data), image_root=str(images),
-                                             options={"dicom": "lung"})], "skip", image_check="decode")
+                                             options={"dicom": "lung"})], policy="skip", image_check="decode")
     (out / "data_report.json").parent.mkdir()
     (out / "data_report.json").write_text(json.dumps(reports))
     assert len(kept) == len(PHI_FILES) and reports[0]["images"]["dicom_files"] == len(PHI_FILES)

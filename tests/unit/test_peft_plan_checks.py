@@ -64,7 +64,7 @@ def test_dora_flag_without_adapters_is_a_recipe_error(tmp_path: Path) -> None:
 
 def test_rejection_happens_before_any_weights_load(tmp_path: Path, monkeypatch) -> None:
     """QLoRA × ZeRO-3: the stage fails before it reads data or loads (or even builds) a model."""
-    from medvlm.train import stage
+    from medvlm.train import setup, stage
 
     ds = tmp_path / "zero3.json"
     ds.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
@@ -77,7 +77,7 @@ def test_rejection_happens_before_any_weights_load(tmp_path: Path, monkeypatch) 
     def forbidden(*args, **kwargs):
         raise AssertionError("weights were loaded before the plan was checked")
 
-    monkeypatch.setattr(stage, "load_model", forbidden)
+    monkeypatch.setattr(setup, "load_model", forbidden)
     with pytest.raises(ModelError, match="ZeRO-3"):
         stage.run_stage(load_recipe(recipe_path))
     assert not (tmp_path / "out").exists()

@@ -9,7 +9,7 @@ import yaml
 
 from medvlm.cli import main
 from medvlm.errors import RecipeError
-from medvlm.train.pipeline import load_pipeline
+from medvlm.runs.pipeline import load_pipeline
 
 
 def write(path: Path, data: dict) -> Path:

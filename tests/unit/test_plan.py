@@ -11,11 +11,11 @@ import yaml
 
 from medvlm.cli import main
 from medvlm.errors import ModelError
-from medvlm.memtrack import measure_training_peak
 from medvlm.model.build import load_model
+from medvlm.model.plan import GIB, plan_memory
 from medvlm.model.quant import quantization_config
-from medvlm.plan import GIB, plan_memory
 from medvlm.recipe import Recipe
+from medvlm.train.memtrack import measure_training_peak
 
 
 def recipe(**sections) -> Recipe:

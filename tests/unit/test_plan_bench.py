@@ -51,7 +51,7 @@ def test_flops_and_peak_tables() -> None:
     import torch
     from transformers import LlavaForConditionalGeneration
 
-    from medvlm.plan import llava_med_v15_config, model_shapes
+    from medvlm.model.plan import llava_med_v15_config, model_shapes
 
     config = llava_med_v15_config()
     args = argparse.Namespace(batch=1, seq=2048)

@@ -115,7 +115,7 @@ def test_resolved_yaml_round_trips(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "recipes" / "demo").glob("*.yaml")))
 def test_shipped_demo_recipes_validate(name: str) -> None:
     if name == "pipeline.yaml":
-        from medvlm.train.pipeline import load_pipeline
+        from medvlm.runs.pipeline import load_pipeline
 
         pipeline = load_pipeline(REPO / "recipes" / "demo" / name, ["output.dir=/tmp/x"])
         assert [stage for stage, _ in pipeline.stages] == ["vision", "base", "align", "instruct", "finetune"]
@@ -138,7 +138,7 @@ def test_llava_med_recipes_carry_published_settings(monkeypatch) -> None:
     assert Path(instruct.train.deepspeed).is_file()
     finetune = load_recipe(folder / "stage3_vqa_rad.yaml")
     assert finetune.train.learning_rate == 2e-5 and finetune.eval.prompt_style == "llava_med_closed"
-    from medvlm.train.pipeline import load_pipeline
+    from medvlm.runs.pipeline import load_pipeline
 
     assert [n for n, _ in load_pipeline(folder / "pipeline.yaml").stages] == ["align", "instruct", "vqa_rad"]
 

@@ -16,10 +16,10 @@ from medvlm.cli import main
 from medvlm.data.convert import convert_dataset
 from medvlm.data.images import check_images, to_rgb
 from medvlm.data.inspect import inspect_dataset
+from medvlm.data.reading import read_samples
 from medvlm.data.sources import read_source
 from medvlm.errors import DataError
 from medvlm.recipe import SourceSpec
-from medvlm.train.stage import read_samples
 from tests.helpers.data_fixtures import OSF_RECORDS, osf, write_image, write_json
 
 OSF_FILE = "VQA_RAD Dataset Public.json"
@@ -80,7 +80,8 @@ def test_inspect_command_text_json_and_strict(vqa_dir: Path, capsys) -> None:
 
 def test_convert_round_trips_through_the_llava_source(vqa_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "converted" / "test.json"
-    summary = convert_dataset("vqa_rad", str(vqa_dir), "test", out, policy="skip", prompt_style="llava_med_closed")
+    summary = convert_dataset("vqa_rad", str(vqa_dir), "test", out, policy="skip", prompt_style="llava_med_closed",
+                              image_check="none")
     assert summary["records"] == 7 - 2 and summary["skipped"] == 3  # two escaping paths, one bad answer
     assert summary["image_root"] == str((vqa_dir / "VQA_RAD Image Folder").resolve())
     records = json.loads(out.read_text())
@@ -120,7 +121,7 @@ def test_convert_command_bad_inputs_exit_2(vqa_dir: Path, tmp_path: Path, capsys
     drop_bad_answer(vqa_dir)
     assert main(["data", "convert", "--dataset", "vqa_rad", "--path", str(vqa_dir), "--output", out]) == 2
     err = capsys.readouterr().err
-    assert f"{vqa_dir}: record 22: key 'image': image path '../outside.jpg' leaves the image root" in err
+    assert f"{vqa_dir}: record 20: key 'image': image file not found" in err  # images checked as training does
     assert not Path(out).exists()  # nothing half-written
     wrong_type = write_json(tmp_path / "wrong" / OSF_FILE, [{**OSF_RECORDS[3], "question": 42}])
     assert main(["data", "convert", "--dataset", "vqa_rad", "--path", str(wrong_type), "--output", out]) == 2
@@ -128,7 +129,11 @@ def test_convert_command_bad_inputs_exit_2(vqa_dir: Path, tmp_path: Path, capsys
     assert main(["data", "convert", "--dataset", "vqa_rad", "--path", str(vqa_dir), "--output", out,
                  "--on-bad-record", "skip"]) == 0
     captured = capsys.readouterr()
-    assert "wrote 5 record(s)" in captured.out and "skipped 2 bad record(s)" in captured.err
+    assert "wrote 3 record(s)" in captured.out and "skipped 4 bad record(s)" in captured.err  # + missing, unreadable
+    assert main(["data", "convert", "--dataset", "vqa_rad", "--path", str(vqa_dir), "--output", out,
+                 "--image-check", "none"]) == 2
+    assert f"{vqa_dir}: record 22: key 'image': image path '../outside.jpg' leaves the image root" in \
+        capsys.readouterr().err  # escaping its root is refused whatever the check
 
 
 def test_truncated_json_exits_2_from_a_real_process(tmp_path: Path) -> None:
@@ -145,20 +150,20 @@ def test_training_pre_pass_reports_bad_images(vqa_dir: Path, tmp_path: Path) -> 
     good = SourceSpec(dataset="vqa_rad", path=str(drop_bad_answer(vqa_dir)), split="test",
                       options={"paraphrases": False})
     with pytest.raises(DataError, match=r"record 20: key 'image': image file not found"):
-        read_samples([good], "error")
-    samples, reports = read_samples([good], "skip")
+        read_samples([good], policy="error")
+    samples, reports = read_samples([good], policy="skip")
     assert [s.meta.source_id for s in samples] == ["10", "12"]
     report = reports[0]
     assert report["kept"] == 2 and report["skipped"] == 4 and report["images"]["missing"] == 1
     assert any("record 21: key 'image': cannot decode image" in p for p in report["problems"])
     # 'exists' does not open files: the corrupt JPEG passes it, 'decode' catches a header-valid truncated one
-    assert len(read_samples([good], "skip", image_check="exists")[0]) == 3
+    assert len(read_samples([good], policy="skip", image_check="exists")[0]) == 3
     jpeg = tmp_path / "full.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(jpeg)
     shutil.copy(jpeg, vqa_dir / "VQA_RAD Image Folder" / "synpic3.jpg")
     (vqa_dir / "VQA_RAD Image Folder" / "synpic3.jpg").write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])
-    assert len(read_samples([good], "skip", image_check="header")[0]) == 2
-    assert [s.meta.source_id for s in read_samples([good], "skip", image_check="decode")[0]] == ["10"]
+    assert len(read_samples([good], policy="skip", image_check="header")[0]) == 2
+    assert [s.meta.source_id for s in read_samples([good], policy="skip", image_check="decode")[0]] == ["10"]
 
 
 def test_pillow_modes_become_rgb() -> None:

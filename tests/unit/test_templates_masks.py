@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from medvlm.data.collate import IGNORE_INDEX, ConversationEncoder, TooLong, expand_image_placeholders
-from medvlm.data.preview import label_segments
 from medvlm.data.records import Sample, SampleMeta, Turn
 from medvlm.data.templates import Rendered, get_template
 from medvlm.errors import DataError
+from medvlm.runs.preview import label_segments
 
 TURNS = [
     Turn("user", "What is shown?\n<image>"),  # placeholder after the question: moved to the front

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from medvlm import registry
 from medvlm.data.records import Sample
 from medvlm.errors import DataError
 from medvlm.registry import Registry
@@ -62,7 +63,7 @@ class SourceReader(Protocol):
                  **options: Any) -> Iterator[Sample]: ...
 
 
-SOURCES: Registry[SourceReader] = Registry("dataset source", package=__name__)
+SOURCES: Registry[SourceReader] = registry.SOURCES
 register_source: Callable[[str], Callable[[SourceReader], SourceReader]] = SOURCES.register
 
 

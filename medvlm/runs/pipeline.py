@@ -21,7 +21,9 @@ from medvlm.eval.run import evaluate_model
 from medvlm.io import write_json
 from medvlm.provenance import provenance
 from medvlm.recipe import Recipe, apply_overrides, load_tree, parse_override, resolve, set_dotted
-from medvlm.train.stage import claim_output_dir, run_stage
+from medvlm.rundir import PipelineDir
+from medvlm.runs.outputs import claim_output_dir
+from medvlm.train.stage import run_stage
 
 log = logging.getLogger("medvlm")
 
@@ -35,8 +37,9 @@ class Pipeline:
     def output_dir(self) -> Path:
         return self.recipe.output_dir
 
-    def stage_dir(self, name: str) -> Path:
-        return self.output_dir / name
+    @property
+    def layout(self) -> PipelineDir:
+        return PipelineDir(self.output_dir)
 
 
 @dataclass
@@ -83,7 +86,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
             set_dotted(stage_tree, keys, value)
         set_dotted(stage_tree, ["output", "dir"], str(out / ref.name))
         if previous is not None:
-            set_dotted(stage_tree, ["model", "path"], str(out / previous / "model"))
+            set_dotted(stage_tree, ["model", "path"], str(PipelineDir(out).stage(previous).model))
             set_dotted(stage_tree, ["model", "preset"], None)
         stage_tree["source_file"] = str(stage_path)
         origin = f"{stage_path} (stage '{ref.name}' of {path})"
@@ -97,12 +100,12 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 
 
 def run_pipeline(pipeline: Pipeline, *, resume: bool = False) -> PipelineResult:
-    out = pipeline.output_dir
+    out, layout = pipeline.output_dir, pipeline.layout
     claim_output_dir(out, pipeline.recipe, "pipeline run")
-    write_json(out / "provenance.json", provenance(recipe=pipeline.recipe.source_file))
+    write_json(layout.provenance, provenance(recipe=pipeline.recipe.source_file))
     result = PipelineResult(out)
     for name, stage in pipeline.stages:
-        if (pipeline.stage_dir(name) / "model").is_dir():
+        if layout.stage(name).complete:
             log.info("stage %s: already complete, skipping", name)
             continue
         log.info("stage %s (%s): starting", name, stage.train.stage)
@@ -117,7 +120,7 @@ def run_pipeline(pipeline: Pipeline, *, resume: bool = False) -> PipelineResult:
         for name in spec.stages or [last_name]:
             started = time.perf_counter()
             result.evaluations[name] = evaluate_model(
-                pipeline.stage_dir(name) / "model", spec, out / "eval" / name, template=last.data.template,
+                layout.stage(name).model, spec, layout.eval(name), template=last.data.template,
                 system_prompt=last.data.system_prompt, image_aspect_ratio=last.data.image_aspect_ratio)
             result.stage_seconds[f"eval:{name}"] = round(time.perf_counter() - started, 2)
     return result

@@ -11,7 +11,7 @@ from medvlm.data.collate import IGNORE_INDEX, ConversationEncoder, TooLong
 from medvlm.data.templates import get_template
 from medvlm.model.build import check_llava_dir, load_model, num_image_tokens
 from medvlm.recipe import ModelSpec, load_recipe
-from medvlm.train.stage import read_samples
+from medvlm.data.reading import read_samples
 
 
 def _tokenizer_and_config(spec: ModelSpec, template: str):
@@ -45,7 +45,8 @@ def label_segments(input_ids: list[int], labels: list[int]) -> list[list[int]]:
 def preview(recipe_path: str, overrides: list[str] | None = None, count: int = 3) -> str:
     recipe = load_recipe(recipe_path, overrides)
     specs = [spec.model_copy(update={"limit": count}) for spec in recipe.data.train]
-    samples, _ = read_samples(specs, recipe.data.on_bad_record, recipe.data.prompt_style)
+    samples, _ = read_samples(specs, policy=recipe.data.on_bad_record, prompt_style=recipe.data.prompt_style,
+                              image_check=recipe.data.image_check)
     tokenizer, config = _tokenizer_and_config(recipe.model, recipe.data.template)
     image_tokens = num_image_tokens(config)
     encoder = ConversationEncoder(tokenizer, get_template(recipe.data.template), image_tokens,

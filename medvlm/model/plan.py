@@ -236,7 +236,7 @@ def plan_memory(recipe: Recipe, *, gpus: int | None = None, gpu_memory_gb: float
     """Estimate one GPU's peak training memory for ``recipe`` (see the module docstring)."""
     from medvlm.distributed import offloads, world_size, zero_stage
     from medvlm.model.adapters import check_peft_plan
-    from medvlm.train.stage import trainable_components
+    from medvlm.model.build import trainable_components
 
     trainable = trainable_components(recipe)
     stage = zero_stage(recipe.train.deepspeed)

@@ -6,7 +6,7 @@ start (parameters, buffers, optimizer states) or created while the block runs (a
 gradients, temporaries — forward and backward), added when created and removed when freed. Storages
 are counted once however many views share them, and at their exact size (no allocator rounding).
 
-Used to validate :mod:`medvlm.plan` on tiny models (:func:`measure_training_peak`: the tests and
+Used to validate :mod:`medvlm.model.plan` on tiny models (:func:`measure_training_peak`: the tests and
 ``bench/plan_accuracy.py``) and by ``bench/gpu_train.py``.
 """
 
@@ -105,25 +105,17 @@ class PeakMemory:
 def measure_training_peak(recipe: Recipe, *, steps: int = 2, device: str = "cpu", image_tokens: int = 16) -> int:
     """Peak bytes of ``steps`` AdamW steps on one full-length synthetic batch of ``recipe``'s model.
 
-    The model is built as a medvlm stage builds it (quantisation, freeze plan, adapters, gradient
-    checkpointing); the batch has ``data.max_length`` tokens per sample, ``image_tokens`` of them
-    image positions (16 for the tiny presets); the optimizer is the Trainer's default fused AdamW.
+    The model is built as a medvlm stage builds it (:func:`medvlm.train.setup.prepare_model`:
+    quantisation, freeze plan, adapters, gradient checkpointing); the batch has ``data.max_length``
+    tokens per sample, ``image_tokens`` of them image positions (16 for the tiny presets); the optimizer
+    is the Trainer's default fused AdamW.
     """
-    from medvlm.model.adapters import apply_lora
-    from medvlm.model.build import DTYPES, apply_freeze_plan, load_model
-    from medvlm.model.quant import quantization_config
-    from medvlm.train.stage import trainable_components
+    from medvlm.model.build import trainable_components
+    from medvlm.train.setup import prepare_model
 
-    spec, trainable = recipe.peft, trainable_components(recipe)
-    model, _ = load_model(recipe.model, quantization=quantization_config(spec, DTYPES[recipe.model.dtype]))
-    if spec.method == "none":
-        apply_freeze_plan(model, trainable)
-    else:
-        apply_freeze_plan(model, ())
-        model = apply_lora(model, spec, trainable, gradient_checkpointing=recipe.train.gradient_checkpointing)
-    if recipe.train.gradient_checkpointing:
+    model, _, _ = prepare_model(recipe, trainable_components(recipe))
+    if recipe.train.gradient_checkpointing:  # the Trainer enables it from its arguments; here, by hand
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
     model.to(device).train()
     generator = torch.Generator().manual_seed(0)
     batch, length = recipe.train.per_device_batch_size, recipe.data.max_length

@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medvlm.cli import resources_dir
 from medvlm.errors import MedvlmError
 from medvlm.eval.report import build_report
 from medvlm.io import write_json, write_text
-from medvlm.train.pipeline import load_pipeline, run_pipeline
+from medvlm.resources import recipes_dir
+from medvlm.rundir import SCORES
+from medvlm.runs.pipeline import load_pipeline, run_pipeline
 
 
 def _strict(scores: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def summarize(evaluations: dict[str, dict[str, dict[str, Any]]], seconds: dict[s
 
 
 def run_demo(output: str | Path, overrides: list[str] | None = None, recipe: str | Path | None = None) -> str:
-    recipe_path = Path(recipe) if recipe else resources_dir() / "demo" / "pipeline.yaml"
+    recipe_path = Path(recipe) if recipe else recipes_dir() / "demo" / "pipeline.yaml"
     if not recipe_path.is_file():
         raise MedvlmError(f"{recipe_path}: demo recipe not found (medvlm must be installed from its "
                           "repository checkout, or pass --recipe)")
@@ -59,16 +60,16 @@ def run_demo(output: str | Path, overrides: list[str] | None = None, recipe: str
     result = run_pipeline(pipeline)
     wall = time.perf_counter() - started
     summary, text = summarize(result.evaluations, result.stage_seconds, wall)
-    out = pipeline.output_dir
+    out, layout = pipeline.output_dir, pipeline.layout
     final_stage = pipeline.stages[-1][0]
     final = result.evaluations.get(final_stage, {})
     if final:
-        write_json(out / "scores.json", next(iter(final.values())))
+        write_json(out / SCORES, next(iter(final.values())))
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", text)
     if final:
-        baselines = [out / "eval" / stage for stage in result.evaluations if stage != final_stage]
-        build_report([out / "eval" / final_stage], out / "report.html", baseline=baselines or None,
+        baselines = [layout.eval(stage) for stage in result.evaluations if stage != final_stage]
+        build_report([layout.eval(final_stage)], out / "report.html", baseline=baselines or None,
                      title="medvlm demo: synthetic medical VQA")
         text += f"\nReport: {out / 'report.html'}\n"
     return text

@@ -6,7 +6,7 @@ into θ̂_t) → the consolidator, if any, turns (θ_{t−1}, θ̂_t) into θ_t 
 adapter's exact factors) → guards record what they need (EWC's Fisher) → every probe is evaluated.
 The initial model is evaluated first (row 0), so the accuracy matrix has T + 1 rows.
 
-Output layout (``OUT`` = the recipe's output.dir)::
+Output layout (``OUT`` = the recipe's output.dir; names in :class:`medvlm.rundir.ContinualDir`)::
 
     OUT/recipe.resolved.yaml, OUT/provenance.json
     OUT/eval/initial/<probe>/<dataset>/   answers.jsonl + scores.json of the initial model (row 0)
@@ -14,7 +14,7 @@ Output layout (``OUT`` = the recipe's output.dir)::
     OUT/tasks/NN-<task>/model/            θ_t, when a consolidator made one (else θ_t = train/model)
     OUT/tasks/NN-<task>/eval/<probe>/     row t
     OUT/tasks/NN-<task>/task.json         written last: the task is complete
-    OUT/continual.json                    method, seed, tasks, probes, accuracy matrix, metrics
+    OUT/continual.json                    :class:`medvlm.continual.record.ContinualRecord`
 
 A rerun skips complete tasks, finished stages and answered questions; ``resume=True`` also
 continues a stage interrupted mid-training from its latest checkpoint.
@@ -32,12 +32,17 @@ from typing import Any
 from medvlm.continual import ConsolidationConfig, Guard, TaskContext, get_guard, is_consolidator
 from medvlm.continual.checkpoints import consolidate_checkpoints
 from medvlm.continual.metrics import ACCURACY_DEFINITION, continual_metrics, probe_accuracy
+from medvlm.continual.record import ContinualRecord
+from medvlm.data.reading import read_samples
 from medvlm.errors import RecipeError
 from medvlm.eval.run import evaluate_model
 from medvlm.io import read_json, write_json
 from medvlm.provenance import provenance
-from medvlm.recipe import ContinualTaskSpec, Recipe, SourceSpec, apply_overrides, load_tree, validate
-from medvlm.train.stage import claim_output_dir, read_samples, run_stage, save_final_model
+from medvlm.recipe import ContinualTaskSpec, Recipe, SourceSpec, apply_overrides, validate
+from medvlm.rundir import CONSOLIDATION, ContinualDir, StageDir, TaskDir
+from medvlm.runs.outputs import claim_output_dir
+from medvlm.train.saving import save_final_model
+from medvlm.train.stage import run_stage
 
 log = logging.getLogger("medvlm")
 
@@ -45,16 +50,11 @@ log = logging.getLogger("medvlm")
 @dataclass
 class ContinualResult:
     output_dir: Path
-    record: dict[str, Any]  # the content of continual.json
+    record: dict[str, Any]  # the content of continual.json (a ContinualRecord)
 
 
-def is_continual_recipe(path: str | Path, overrides: list[str] | None = None) -> bool:
-    """Whether a recipe file (with its bases and overrides) describes a continual task sequence."""
-    return bool(load_tree(path, overrides).get("continual"))
-
-
-def task_dir(recipe: Recipe, index: int, task: ContinualTaskSpec) -> Path:
-    return recipe.output_dir / "tasks" / f"{index:02d}-{task.name}"
+def task_dir(recipe: Recipe, index: int, task: ContinualTaskSpec) -> TaskDir:
+    return ContinualDir(recipe.output_dir).task(index, task.name)
 
 
 def task_stage(recipe: Recipe, task: ContinualTaskSpec, previous_model: Path, out: Path) -> Recipe:
@@ -107,13 +107,13 @@ def _initial_model(recipe: Recipe) -> Path:
     if not recipe.model.preset:
         raise RecipeError(f"{recipe.source_file or 'recipe'}: the continual run names no initial model "
                           "(model.path or model.preset)")
-    out = recipe.output_dir / "initial"
-    if not (out / "model").is_dir():
+    out = ContinualDir(recipe.output_dir).initial
+    if not out.complete:
         from medvlm.model.build import load_model
 
         model, processor = load_model(recipe.model, template=recipe.data.template)
         save_final_model(model, processor, recipe.data.template, out)
-    return out / "model"
+    return out.model
 
 
 def _consolidation_config(recipe: Recipe) -> ConsolidationConfig:
@@ -127,15 +127,15 @@ def run_continual(recipe: Recipe, *, resume: bool = False) -> ContinualResult:
     if spec is None:
         raise RecipeError(f"{recipe.source_file or 'recipe'}: no 'continual' section")
     consolidator, guards = _components(recipe)
-    out = recipe.output_dir
+    out, layout = recipe.output_dir, ContinualDir(recipe.output_dir)
     claim_output_dir(out, recipe, "continual run")
-    write_json(out / "provenance.json", provenance(recipe=recipe.source_file))
+    write_json(layout.provenance, provenance(recipe=recipe.source_file))
     probes = [name for name, _ in probe_sets(recipe)]
     seconds: dict[str, float] = {}
 
     started = time.perf_counter()
     initial = _initial_model(recipe)
-    accuracy = [evaluate_row(recipe, initial, out / "eval" / "initial")]
+    accuracy = [evaluate_row(recipe, initial, layout.initial_eval)]
     seconds["eval:initial"] = round(time.perf_counter() - started, 2)
     log.info("initial model %s: %s", initial, dict(zip(probes, accuracy[0], strict=True)))
 
@@ -144,13 +144,14 @@ def run_continual(recipe: Recipe, *, resume: bool = False) -> ContinualResult:
     def read_task_samples(k: int) -> list:
         if k not in samples_cache:
             data = recipe.data
-            samples_cache[k], _ = read_samples(spec.tasks[k - 1].train, data.on_bad_record, data.prompt_style)
+            samples_cache[k], _ = read_samples(spec.tasks[k - 1].train, policy=data.on_bad_record,
+                                               prompt_style=data.prompt_style, image_check=data.image_check)
         return samples_cache[k]
 
     previous, done_dirs, tasks_record = initial, [], []
     for index, task in enumerate(spec.tasks, start=1):
         directory = task_dir(recipe, index, task)
-        marker = directory / "task.json"
+        marker = directory.record
         if marker.is_file():
             record = read_json(marker)
             log.info("task %d (%s): already complete", index, task.name)
@@ -162,44 +163,44 @@ def run_continual(recipe: Recipe, *, resume: bool = False) -> ContinualResult:
         tasks_record.append({k: v for k, v in record.items() if k != "accuracy"})
         seconds.update({f"{task.name}:{k}": v for k, v in record["seconds"].items()})
         previous = Path(record["model"])
-        done_dirs.append(directory)
+        done_dirs.append(directory.root)
 
     general = probes.index(spec.general_probe) if spec.general_probe in probes else None
-    result = {
-        "method": spec.method,
-        "seed": recipe.train.seed,
-        "tasks": [task.name for task in spec.tasks],
-        "probes": probes,
-        "accuracy": accuracy,
-        "metrics": continual_metrics(accuracy, len(spec.tasks), general),
-        "provenance": {**provenance(recipe=recipe.source_file), "initial_model": str(initial),
-                       "accuracy_definition": ACCURACY_DEFINITION, "general_probe": spec.general_probe,
-                       "output_dir": str(out), "seconds": seconds, "tasks": tasks_record},
-    }
-    write_json(out / "continual.json", result)
-    log.info("continual run %s (%s): %s", recipe.name, spec.method, result["metrics"])
-    return ContinualResult(out, result)
+    result = ContinualRecord(
+        method=spec.method,
+        seed=recipe.train.seed,
+        tasks=[task.name for task in spec.tasks],
+        probes=probes,
+        accuracy=accuracy,
+        metrics=continual_metrics(accuracy, len(spec.tasks), general),
+        provenance={**provenance(recipe=recipe.source_file), "initial_model": str(initial),
+                    "accuracy_definition": ACCURACY_DEFINITION, "general_probe": spec.general_probe,
+                    "output_dir": str(out), "seconds": seconds, "tasks": tasks_record},
+    )
+    result.write(layout.record)
+    log.info("continual run %s (%s): %s", recipe.name, spec.method, result.metrics)
+    return ContinualResult(out, result.model_dump(mode="json"))
 
 
-def _run_task(recipe: Recipe, index: int, task: ContinualTaskSpec, previous: Path, directory: Path,
+def _run_task(recipe: Recipe, index: int, task: ContinualTaskSpec, previous: Path, directory: TaskDir,
               earlier: list[Path], consolidator: str | None, guards: list[tuple[str, Guard]],
               read_task_samples, resume: bool) -> dict[str, Any]:
     """Train, consolidate, finish guards and evaluate one task; returns its task.json record."""
     assert recipe.continual is not None
     seconds: dict[str, float] = {}
-    stage = task_stage(recipe, task, previous, directory / "train")
+    train_dir: StageDir = directory.train
+    stage = task_stage(recipe, task, previous, train_dir.root)
     context = TaskContext(spec=recipe.continual, index=index, task=task, stage=stage, previous_model=previous,
-                          task_dir=directory, earlier_task_dirs=list(earlier),
+                          task_dir=directory.root, earlier_task_dirs=list(earlier),
                           samples=read_task_samples(index), read_task_samples=read_task_samples,
                           seed=recipe.train.seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    train_dir = directory / "train"
+    directory.root.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {}
     guard_reports: dict[str, Any] = {}
-    if (train_dir / "model").is_dir():
+    if train_dir.complete:
         log.info("task %d (%s): training already finished", index, task.name)
-        if (train_dir / "train_summary.json").is_file():
-            summary = read_json(train_dir / "train_summary.json")
+        if train_dir.summary.is_file():
+            summary = read_json(train_dir.summary)
     else:
         plugins, extra = [], []
         for name, guard in guards:
@@ -215,16 +216,16 @@ def _run_task(recipe: Recipe, index: int, task: ContinualTaskSpec, previous: Pat
     context.release_teacher()  # the Trainer and its plugins are gone: free the teacher before evaluation
     gc.collect()
 
-    trained = train_dir / "model"
+    trained = train_dir.model
     model_dir, consolidation = trained, None
     if consolidator is not None:
-        model_dir = directory / "model"
-        if (model_dir / "consolidation.json").is_file():  # consolidated before an interruption
-            saved = read_json(model_dir / "consolidation.json")
+        model_dir = directory.model
+        if (model_dir / CONSOLIDATION).is_file():  # consolidated before an interruption
+            saved = read_json(model_dir / CONSOLIDATION)
             consolidation = {k: v for k, v in saved.items() if k != "tensors"}
         else:
             started = time.perf_counter()
-            current = train_dir / "adapter" if (train_dir / "adapter").is_dir() else trained
+            current = train_dir.adapter if train_dir.adapter.is_dir() else trained
             consolidation = consolidate_checkpoints(consolidator, previous, current, model_dir,
                                                     _consolidation_config(recipe))
             seconds["consolidate"] = round(time.perf_counter() - started, 2)
@@ -232,7 +233,7 @@ def _run_task(recipe: Recipe, index: int, task: ContinualTaskSpec, previous: Pat
         guard.finish(context, model_dir)
 
     started = time.perf_counter()
-    row = evaluate_row(recipe, model_dir, directory / "eval")
+    row = evaluate_row(recipe, model_dir, directory.eval)
     seconds["eval"] = round(time.perf_counter() - started, 2)
     log.info("task %d (%s): accuracy %s", index, task.name, row)
     train = {k: summary.get(k) for k in ("global_step", "train_loss", "wall_seconds", "samples")}
