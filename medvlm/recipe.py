@@ -153,6 +153,15 @@ class PeftSpec(_Section):
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # task and probe names become directory names
 
 
+class TaskGuards(_Section):
+    """One task's (or guarded pipeline stage's) departures from the run's continual method."""
+
+    off: list[str] = Field(default_factory=list,
+                           description="method components not applied to this task, e.g. [uir] or [sac]")
+    sac: dict[str, Any] = Field(default_factory=dict,
+                                description="keys of continual.sac changed for this task, e.g. {ratio: 0.5}")
+
+
 class ContinualTaskSpec(_Section):
     """One task of a continual sequence: its training data, its evaluation set, stage settings."""
 
@@ -161,6 +170,7 @@ class ContinualTaskSpec(_Section):
     eval: list[SourceSpec] = Field(min_length=1, description="the task's probe set")
     overrides: dict[str, Any] = Field(default_factory=dict,
                                       description="dotted recipe keys for this task, e.g. train.epochs: 2")
+    guards: TaskGuards = Field(default_factory=TaskGuards, description="this task's continual settings")
 
 
 class ProbeSpec(_Section):
@@ -170,8 +180,56 @@ class ProbeSpec(_Section):
     eval: list[SourceSpec] = Field(min_length=1)
 
 
+DEFAULT_RATIO_GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+
+
+class SacAutoSpec(_Section):
+    """How ``sac.ratio: auto`` chooses r per task, as LLaVA-c's scripts do: every r of ``grid`` is
+    tried on the trained update and scored on a validation slice held out of the task's training data
+    and on a general validation set (never a test split); ``criterion`` picks one.
+
+    * ``floor``: the best validation score among the ratios whose general retention (general
+      validation accuracy / that of the initial model) is at least ``retention_floor``; when none
+      reaches it, the ratio with the highest retention.
+    * ``weighted``: the best validation score + ``weight``·100·retention.
+
+    The validation score is strict accuracy (percent) of greedy answers to the held-out questions
+    (``metric: accuracy``, for short-answer data) or minus the mean answer-token loss (``metric:
+    loss``, for captions and conversations). Ties go to the larger ratio (the update kept more whole).
+    """
+
+    grid: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: list(DEFAULT_RATIO_GRID),
+                                                      min_length=1)
+    criterion: Literal["floor", "weighted"] = "floor"
+    retention_floor: float = Field(0.9, ge=0)
+    weight: float = Field(1.0, ge=0)
+    metric: Literal["accuracy", "loss"] = "accuracy"
+    validation_samples: int = Field(64, ge=1, description="held out of the task's training data, never trained on")
+    general: list[SourceSpec] = Field(default_factory=list, description="general validation set (not a test split)")
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(8, ge=1)
+
+    @field_validator("general")
+    @classmethod
+    def _not_test(cls, value: list[SourceSpec]) -> list[SourceSpec]:
+        for source in value:
+            if "test" in source.split.lower():
+                raise ValueError(f"the ratio is chosen on validation data, never on a test split (got split "
+                                 f"'{source.split}' for {source.dataset})")
+        return value
+
+
 class SacSpec(_Section):
-    ratio: float = Field(0.2, gt=0, description="r: the window K is where mean(σ₁..σ_K) ≤ r·σ₁")
+    ratio: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+        0.2, description="r: the window K is where mean(σ₁..σ_K) ≤ r·σ₁; auto: chosen per task (sac.auto)")
+    auto: SacAutoSpec = Field(default_factory=SacAutoSpec)
+
+    @model_validator(mode="after")
+    def _auto_needs_general(self) -> SacSpec:
+        if self.ratio == "auto" and not self.auto.general:
+            raise ValueError("sac.ratio auto needs sac.auto.general: a general validation set (e.g. a held-out "
+                             "slice of general data; never a test split) to measure retention on")
+        return self
 
 
 class MixSpec(_Section):
@@ -217,7 +275,10 @@ class ContinualSpec(_Section):
     """
 
     method: str = "seq-ft"
-    tasks: list[ContinualTaskSpec] = Field(min_length=1)
+    tasks: list[ContinualTaskSpec] = Field(default_factory=list,
+                                           description="the task sequence (a guarded pipeline's tasks are its stages)")
+    tasks_from: str | None = Field(None, description="guarded pipeline: the first stage that is a task (earlier "
+                                   "stages build the initial model); default: the first stage")
     probes: list[ProbeSpec] = Field(default_factory=list,
                                     description="extra probes after the task probes (the general probe)")
     general_probe: str = Field("general", description="the probe general-ability retention is measured on")
@@ -262,7 +323,26 @@ class ContinualSpec(_Section):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"task and probe names must be unique; repeated: {', '.join(duplicates)}")
+        for task in self.tasks:
+            self.check_guards(task.guards, f"task '{task.name}'")
         return self
+
+    def check_guards(self, guards: TaskGuards, where: str) -> None:
+        """A task's ``guards.off`` names components of the method, and its ``sac`` keys are valid."""
+        unknown = [name for name in guards.off if name not in self.components]
+        if unknown:
+            raise ValueError(f"{where}: guards.off names {unknown}, not components of method '{self.method}'")
+        if guards.sac:
+            self.sac_for(guards)
+
+    def sac_for(self, guards: TaskGuards) -> SacSpec:
+        """The SAC settings of one task: the run's, with the task's ``guards.sac`` keys merged in."""
+        if not guards.sac:
+            return self.sac
+        try:
+            return SacSpec.model_validate(deep_merge(self.sac.model_dump(mode="json"), guards.sac))
+        except ValidationError as exc:
+            raise ValueError(f"guards.sac: {exc.errors()[0]['msg']} (at {exc.errors()[0]['loc']})") from None
 
 
 class EvalSpec(_Section):
@@ -287,6 +367,10 @@ class StageRef(_Section):
     name: str
     recipe: str
     overrides: dict[str, Any] = Field(default_factory=dict)
+    guards: TaskGuards = Field(default_factory=TaskGuards,
+                               description="guarded pipelines: this stage's departures from continual.method")
+    eval: list[SourceSpec] = Field(default_factory=list,
+                                   description="guarded pipelines: the stage's own probe set (a task probe)")
 
 
 class Recipe(_Section):
@@ -302,6 +386,31 @@ class Recipe(_Section):
     stages: list[StageRef] = Field(default_factory=list)
     # Where the recipe came from; set by the loader, kept in the resolved copy for provenance.
     source_file: str | None = None
+
+    @model_validator(mode="after")
+    def _continual_shape(self) -> Recipe:
+        """A task sequence lists tasks; a guarded pipeline's tasks are its stages (from ``tasks_from``)."""
+        spec = self.continual
+        if spec is None:
+            return self
+        if not self.stages:
+            if not spec.tasks:
+                raise ValueError("continual.tasks: a task sequence needs at least one task")
+            if spec.tasks_from is not None:
+                raise ValueError("continual.tasks_from names a pipeline stage, but this recipe lists no stages")
+            return self
+        if spec.tasks:
+            raise ValueError("a guarded pipeline's tasks are its stages: leave continual.tasks empty")
+        names = [stage.name for stage in self.stages]
+        if spec.tasks_from is not None and spec.tasks_from not in names:
+            raise ValueError(f"continual.tasks_from '{spec.tasks_from}' is not a stage ({', '.join(names)})")
+        first = names.index(spec.tasks_from) if spec.tasks_from else 0
+        for stage in self.stages[first:]:
+            spec.check_guards(stage.guards, f"stage '{stage.name}'")
+        overlap = sorted(set(names[first:]) & {probe.name for probe in spec.probes})
+        if overlap:
+            raise ValueError(f"probe names must differ from task stage names; repeated: {', '.join(overlap)}")
+        return self
 
     @property
     def output_dir(self) -> Path:

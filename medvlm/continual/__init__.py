@@ -27,7 +27,7 @@ import torch
 from medvlm import registry
 from medvlm.data.records import Sample
 from medvlm.errors import ModelError
-from medvlm.recipe import ContinualSpec, ContinualTaskSpec, Recipe
+from medvlm.recipe import ContinualSpec, Recipe
 from medvlm.registry import Registry
 
 StateDict = dict[str, torch.Tensor]
@@ -81,7 +81,7 @@ class TaskContext:
 
     spec: ContinualSpec
     index: int
-    task: ContinualTaskSpec
+    name: str  # the task (a task of a continual recipe, or a stage of a guarded pipeline)
     stage: Recipe  # the stage recipe this task trains with
     previous_model: Path  # θ_{t−1}
     task_dir: Path

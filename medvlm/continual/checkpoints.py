@@ -23,7 +23,7 @@ import torch
 from medvlm.continual import ConsolidationConfig, LowRankDelta, StateDict, get_consolidator
 from medvlm.errors import ModelError
 from medvlm.model.adapters import is_adapter_dir
-from medvlm.model.build import load_pretrained
+from medvlm.model.build import component_of, load_pretrained
 from medvlm.model.export import save_llava_dir
 from medvlm.rundir import CONSOLIDATION
 
@@ -105,18 +105,51 @@ def load_update(previous_dir: str | Path, current_dir: str | Path) -> Update:
     return Update(model, processor, previous, current, low_rank)
 
 
+def consolidated_state(update: Update, partial: StateDict, keys: set[str]) -> StateDict:
+    """The whole model's state: ``partial`` (the consolidated ``keys``) and θ_{t−1} for every other tensor."""
+    return {key: partial[key] if key in keys else value for key, value in update.previous.items()}
+
+
+def trained_keys(update: Update, components: tuple[str, ...] | None, stats: dict[str, Any]) -> set[str]:
+    """The state-dict keys of the components a stage trained (all keys when ``components`` is None).
+
+    Consolidation leaves every other tensor at θ_{t−1} exactly, so SAC on a projector-only stage
+    touches only the projector. Tensors outside them that differ between θ_{t−1} and θ̂_t (a frozen
+    weight should not move) are counted in ``stats["frozen_changed"]``: nonzero means the stage
+    trained more than it said.
+    """
+    if components is None:
+        return set(update.previous)
+    keys = {key for key in update.previous if component_of(key) in components}
+    stats["components"] = sorted(components)
+    stats["frozen_changed"] = sum(not torch.equal(update.previous[k], update.current[k])
+                                  for k in update.previous if k not in keys)
+    return keys
+
+
+def save_consolidated(update: Update, state: StateDict, output_dir: str | Path, record: dict[str, Any]) -> None:
+    """Load ``state`` into the update's model and write it (with ``consolidation.json``) to ``output_dir``."""
+    update.model.load_state_dict(state, strict=True)
+    save_llava_dir(update.model, update.processor, output_dir, records={CONSOLIDATION: record})
+
+
 def consolidate_checkpoints(method: str, previous_dir: str | Path, current_dir: str | Path,
-                            output_dir: str | Path, config: ConsolidationConfig) -> dict[str, Any]:
-    """θ_t = consolidator(θ_{t−1}, θ̂_t) written to ``output_dir``; returns the consolidation stats."""
+                            output_dir: str | Path, config: ConsolidationConfig,
+                            components: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """θ_t = consolidator(θ_{t−1}, θ̂_t) written to ``output_dir``; returns the consolidation stats.
+
+    ``components`` (e.g. ``("projector",)`` for an alignment stage) limits consolidation to the
+    tensors the stage trained; every other tensor is θ_{t−1}'s.
+    """
     consolidator = get_consolidator(method)
     update = load_update(previous_dir, current_dir)
     if not config.low_rank:
         config.low_rank = update.low_rank
-    state = consolidator(update.previous, update.current, config)
-    update.model.load_state_dict(state, strict=True)
+    keys = trained_keys(update, components, config.stats)
+    partial = consolidator({k: update.previous[k] for k in keys}, {k: update.current[k] for k in keys}, config)
     summary = {key: value for key, value in config.stats.items() if key != "tensors"}
     record = {"previous": str(previous_dir), "current": str(current_dir), **summary,
               "tensors": config.stats.get("tensors", {})}
-    save_llava_dir(update.model, update.processor, output_dir, records={CONSOLIDATION: record})
+    save_consolidated(update, consolidated_state(update, partial, keys), output_dir, record)
     log.info("consolidated (%s) %s + %s -> %s", method, previous_dir, current_dir, output_dir)
     return summary

@@ -49,21 +49,29 @@ def _round(value: float | None) -> float | None:
 
 
 def continual_metrics(accuracy: list[list[float]], n_tasks: int, general_column: int | None = None,
-                      ) -> dict[str, float | None]:
-    """Avg, Last, BWT, FWT, Forgetting and general retention of a complete matrix (T + 1 rows)."""
+                      *, per_task: bool = True) -> dict[str, float | None]:
+    """Avg, Last, BWT, FWT, Forgetting and general retention of a complete matrix (T + 1 rows).
+
+    ``per_task=False``: the columns are not the tasks' own probes (a guarded pipeline whose stages
+    have none, e.g. an alignment stage on captions), so only general retention is defined; the task
+    metrics are None.
+    """
     T = n_tasks
-    if T < 1 or len(accuracy) != T + 1 or any(len(row) < T for row in accuracy):
+    if T < 1 or len(accuracy) != T + 1 or (per_task and any(len(row) < T for row in accuracy)):
         raise MedvlmError(f"accuracy matrix must have {T + 1} rows (initial + one per task) and at least "
                           f"{T} columns; got {len(accuracy)} rows")
     a = accuracy
+    retention = None
+    if general_column is not None and a[0][general_column] > 0:
+        retention = a[T][general_column] / a[0][general_column]
+    if not per_task:
+        return {"avg": None, "last": None, "bwt": None, "fwt": None, "forgetting": None,
+                "general_retention": _round(retention)}
     last = mean(a[T][i] for i in range(T))
     avg = mean(mean(a[t][i] for i in range(t)) for t in range(1, T + 1))
     bwt = mean(a[T][i] - a[i + 1][i] for i in range(T - 1)) if T > 1 else None
     fwt = mean(a[i][i] - a[0][i] for i in range(1, T)) if T > 1 else None
     forgetting = (mean(max(a[row][i] for row in range(1, T)) - a[T][i] for i in range(T - 1))
                   if T > 1 else None)
-    retention = None
-    if general_column is not None and a[0][general_column] > 0:
-        retention = a[T][general_column] / a[0][general_column]
     return {"avg": _round(avg), "last": _round(last), "bwt": _round(bwt), "fwt": _round(fwt),
             "forgetting": _round(forgetting), "general_retention": _round(retention)}

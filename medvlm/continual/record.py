@@ -24,6 +24,9 @@ class ContinualRecord(BaseModel):
     probes: list[str]
     accuracy: list[list[float | None]]
     metrics: dict[str, float | None]
+    # SAC ratio chosen per task (sac.ratio: auto): task name → criterion, every ratio tried with its
+    # validation score and general retention, and the chosen ratio
+    ratio_sweeps: dict[str, dict[str, Any]] = {}
     provenance: dict[str, Any] = {}
 
     @model_validator(mode="after")

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 
 import torch
 
-from medvlm.continual import ConsolidationConfig, StateDict, check_compatible, register_consolidator
+from medvlm.continual import (
+    ConsolidationConfig,
+    LowRankDelta,
+    StateDict,
+    check_compatible,
+    register_consolidator,
+)
 
 # Relative slack when comparing the running mean with r·σ₁: singular values from an fp32 SVD carry
 # ~1e-7 relative error, and the spec's own test vectors sit exactly on the boundary (mean = r·σ₁).
@@ -95,17 +101,53 @@ def thin_svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return vh.T, sigma, u.T
 
 
+@dataclass
+class Spectrum:
+    """One tensor's update decomposed once, Δ = U diag(σ) Vᵀ as an m×n matrix (σ may hold fewer than
+    p = min(m, n) values: the LoRA path computes r of them, the rest are zeros). Smoothing for any
+    ratio reuses it, so a sweep over ratios pays for each SVD once."""
+
+    u: torch.Tensor
+    sigma: torch.Tensor
+    vh: torch.Tensor
+    p: int
+    lora_path: bool = False
+
+    def smoothed(self, ratio: float) -> tuple[torch.Tensor | None, SacOutcome]:
+        """Δ̃ as an m×n fp32 matrix for ``ratio`` (None: keep Δ whole) and what SAC did."""
+        smoothed, outcome = _smoothed(self.sigma, self.p, ratio)
+        return (None if smoothed is None else (self.u * smoothed) @ self.vh), outcome
+
+
+def dense_spectrum(delta: torch.Tensor) -> Spectrum | None:
+    """The full thin SVD of Δ reshaped to m×n (fp32); None when Δ = 0."""
+    matrix = _as_matrix(delta).to(torch.float32)
+    if not bool(matrix.any()):
+        return None
+    u, sigma, vh = thin_svd(matrix)
+    return Spectrum(u, sigma, vh, min(matrix.shape))
+
+
+def low_rank_spectrum(b: torch.Tensor, a: torch.Tensor, scale: float = 1.0) -> Spectrum | None:
+    """The spectrum of Δ = scale·B·A from its factors (exact fast path), or by full SVD when the rank is
+    not below min(m, n), where the QR buys nothing; None when Δ = 0."""
+    m, n = b.shape[0], a.shape[1]
+    if b.shape[1] >= min(m, n):
+        return dense_spectrum((b.to(torch.float32) @ a.to(torch.float32)) * float(scale))
+    u, sigma, vh = low_rank_svd(b, a, scale)
+    if float(sigma.sum()) == 0.0:
+        return None
+    return Spectrum(u, sigma, vh, min(m, n), lora_path=True)
+
+
 def consolidate_delta_with_outcome(delta: torch.Tensor, ratio: float) -> tuple[torch.Tensor, SacOutcome]:
     """:func:`consolidate_delta` plus what it did (full-SVD path)."""
-    matrix = _as_matrix(delta).to(torch.float32)
-    p = min(matrix.shape)
-    if not bool(matrix.any()):
+    spectrum = dense_spectrum(delta)
+    if spectrum is None:
         return delta.clone(), SacOutcome(None, 0, 1.0)
-    u, sigma, vh = thin_svd(matrix)
-    smoothed, outcome = _smoothed(sigma, p, ratio)
-    if smoothed is None:
+    result, outcome = spectrum.smoothed(ratio)
+    if result is None:
         return delta.clone(), outcome
-    result = (u * smoothed) @ vh
     return result.reshape(delta.shape).to(delta.dtype), outcome
 
 
@@ -147,11 +189,62 @@ def consolidate_low_rank(b: torch.Tensor, a: torch.Tensor, scale: float, ratio: 
 def consolidate_lora_delta(b: torch.Tensor, a: torch.Tensor, scale: float, ratio: float,
                            ) -> tuple[torch.Tensor, SacOutcome]:
     """Dense Δ̃ (fp32, m×n) of a LoRA update by the fast path, or by full SVD when r ≥ min(m, n)."""
-    if b.shape[1] >= min(b.shape[0], a.shape[1]):
-        dense = (b.to(torch.float32) @ a.to(torch.float32)) * float(scale)
-        return consolidate_delta_with_outcome(dense, ratio)
-    new_b, new_a, outcome = consolidate_low_rank(b, a, scale, ratio)
-    return new_b @ new_a, outcome
+    spectrum = low_rank_spectrum(b, a, scale)
+    if spectrum is None:
+        return torch.zeros(b.shape[0], a.shape[1]), SacOutcome(None, 0, 1.0)
+    result, outcome = spectrum.smoothed(ratio)
+    return ((spectrum.u * spectrum.sigma) @ spectrum.vh if result is None else result), outcome
+
+
+def decompose(previous: StateDict, current: StateDict, low_rank: dict[str, LowRankDelta] | None = None,
+              ) -> dict[str, Spectrum | None]:
+    """The spectrum of every floating-point tensor's update (None: Δ = 0), from the LoRA factors where
+    ``low_rank`` has them. The expensive half of SAC, independent of the ratio."""
+    check_compatible(previous, current)
+    spectra: dict[str, Spectrum | None] = {}
+    for key, before in previous.items():
+        if not torch.is_floating_point(before):
+            continue
+        factors = (low_rank or {}).get(key)
+        if factors is not None:
+            spectra[key] = low_rank_spectrum(factors.b, factors.a, factors.scale)
+        else:
+            spectra[key] = dense_spectrum(current[key].to(torch.float32) - before.to(torch.float32))
+    return spectra
+
+
+def rebuild(previous: StateDict, current: StateDict, spectra: dict[str, Spectrum | None], ratio: float,
+            stats: dict | None = None) -> StateDict:
+    """θ_t = θ_{t−1} + SAC(Δ; ratio) from spectra made by :func:`decompose`; the cheap half.
+
+    A tensor SAC keeps whole becomes θ̂_t (θ_{t−1} + (θ̂_t − θ_{t−1}) in fp32); non-float buffers come
+    from the current model. ``stats`` (when given) receives the per-tensor outcomes.
+    """
+    result: StateDict = {}
+    outcomes: dict[str, dict[str, float | int | None]] = {}
+    for key, before in previous.items():
+        after = current[key]
+        if not torch.is_floating_point(before):
+            result[key] = after.clone()
+            continue
+        spectrum = spectra[key]
+        smoothed, outcome = (None, SacOutcome(None, 0, 1.0)) if spectrum is None else spectrum.smoothed(ratio)
+        if smoothed is None:
+            delta = after.to(torch.float32) - before.to(torch.float32)
+        else:
+            delta = smoothed.reshape(before.shape)
+        result[key] = (before.to(torch.float32) + delta).to(before.dtype)
+        if spectrum is not None:
+            outcomes[key] = {"window": outcome.window, "rank": outcome.rank,
+                             "energy_kept": round(outcome.energy_kept, 6), "lora_path": spectrum.lora_path}
+    if stats is not None:
+        smoothed_keys = [o for o in outcomes.values() if o["window"] not in (None, 1)]
+        stats.update({
+            "method": "sac", "ratio": ratio, "tensors_changed": len(outcomes),
+            "tensors_smoothed": len(smoothed_keys), "tensors_kept_whole": len(outcomes) - len(smoothed_keys),
+            "lora_path": sum(bool(o["lora_path"]) for o in outcomes.values()), "tensors": outcomes,
+        })
+    return result
 
 
 @register_consolidator("sac")
@@ -161,30 +254,4 @@ def sac_state(previous: StateDict, current: StateDict, config: ConsolidationConf
     Tensors in ``config.low_rank`` take the exact LoRA path; non-float buffers are taken from the
     current model. ``config.stats`` receives the per-tensor outcomes.
     """
-    check_compatible(previous, current)
-    result: StateDict = {}
-    outcomes: dict[str, dict[str, float | int | None]] = {}
-    for key, before in previous.items():
-        after = current[key]
-        if not torch.is_floating_point(before):
-            result[key] = after.clone()
-            continue
-        low_rank = config.low_rank.get(key)
-        if low_rank is not None:
-            delta, outcome = consolidate_lora_delta(low_rank.b, low_rank.a, low_rank.scale, config.ratio)
-            delta = delta.reshape(before.shape)
-        else:
-            dense = after.to(torch.float32) - before.to(torch.float32)
-            delta, outcome = consolidate_delta_with_outcome(dense, config.ratio)
-        result[key] = (before.to(torch.float32) + delta.to(torch.float32)).to(before.dtype)
-        if outcome.rank:
-            outcomes[key] = {"window": outcome.window, "rank": outcome.rank,
-                             "energy_kept": round(outcome.energy_kept, 6), "lora_path": low_rank is not None}
-    smoothed = [o for o in outcomes.values() if o["window"] not in (None, 1)]
-    config.stats.update({
-        "method": "sac", "ratio": config.ratio, "tensors_changed": len(outcomes),
-        "tensors_smoothed": len(smoothed), "tensors_kept_whole": len(outcomes) - len(smoothed),
-        "lora_path": sum(bool(o["lora_path"]) for o in outcomes.values()), "tensors": outcomes,
-    })
-    return result
-
+    return rebuild(previous, current, decompose(previous, current, config.low_rank), config.ratio, config.stats)

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from medvlm.data.reading import read_spec, source_spec
+from medvlm.data.records import Sample
 from medvlm.errors import DataError
-from medvlm.eval.answers import read_answers
+from medvlm.eval.answers import question_id, read_answers
+from medvlm.eval.items import answer_type_of, evaluate_item
 from medvlm.eval.predict import PredictSettings, generate_answers
 from medvlm.eval.score import score_answers
 from medvlm.io import sha256_file
@@ -35,6 +37,22 @@ def model_provenance(model_dir: str | Path) -> dict[str, Any]:
     if recipe.is_file():
         record.update({"recipe": str(recipe), "recipe_sha256": sha256_file(recipe)})
     return record
+
+
+def strict_accuracy(model, processor, samples: list[Sample], settings: PredictSettings) -> float:
+    """Pooled strict accuracy (percent) of a model held in memory: closed answers correct by parsed
+    label plus open answers matching exactly, over n — the continual runs' probe accuracy, without
+    answer files (a ratio sweep scores many candidate weights of one loaded model)."""
+    if not samples:
+        raise DataError("nothing to score: the sample list is empty")
+    rows = {row["question_id"]: row for row in generate_answers(model, processor, samples, settings,
+                                                                show_progress=False)}
+    correct = 0.0
+    for sample in samples:
+        answer_type = answer_type_of(sample)[0]
+        strict = evaluate_item(sample, rows.get(question_id(sample)), answer_type)["strict"]
+        correct += strict["correct"] if answer_type == "CLOSED" else strict["exact_match"]
+    return 100.0 * correct / len(samples)
 
 
 def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *, template: str,

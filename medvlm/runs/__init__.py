@@ -25,8 +25,10 @@ class RunOutcome:
 
 
 def is_continual_recipe(path: str | Path, overrides: list[str] | None = None) -> bool:
-    """Whether a recipe file (with its bases and overrides) describes a continual task sequence."""
-    return bool(load_tree(path, overrides).get("continual"))
+    """Whether a recipe file (with its bases and overrides) describes a continual task sequence (a
+    ``continual`` section and no stages; with stages it is a guarded pipeline)."""
+    tree = load_tree(path, overrides)
+    return bool(tree.get("continual")) and not tree.get("stages")
 
 
 def train_recipe(path: str | Path, overrides: list[str] | None = None, *, resume: bool = False) -> StageResult:
@@ -46,4 +48,5 @@ def run_recipe(path: str | Path, overrides: list[str] | None = None, *, resume: 
         return RunOutcome(continual.output_dir, continual.record["metrics"])
     from medvlm.runs.pipeline import load_pipeline, run_pipeline
 
-    return RunOutcome(run_pipeline(load_pipeline(path, overrides), resume=resume).output_dir)
+    result = run_pipeline(load_pipeline(path, overrides), resume=resume)
+    return RunOutcome(result.output_dir, result.continual["metrics"] if result.continual else None)

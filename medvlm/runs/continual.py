@@ -1,10 +1,18 @@
-"""Continual-learning runs: a task sequence trained under one method, with forgetting measured.
+"""Guarded sequences: tasks trained one after another under a continual method, forgetting measured.
+
+Two kinds of recipe run through the one loop here (:func:`run_sequence`): a continual recipe's task
+list (three VQA skills in a row), and a pipeline recipe with a ``continual:`` section, whose stages
+from ``continual.tasks_from`` on are the tasks (LLaVA-Med's curriculum — align → instruct →
+finetune — guarded against forgetting; :mod:`medvlm.runs.pipeline`).
 
 For each task t (METHODS.md §5): the method's guards prepare the task (a frozen teacher θ_{t−1},
 inquiries, replayed samples, loss plugins) → the task trains from θ_{t−1} as one stage (LoRA merged
-into θ̂_t) → the consolidator, if any, turns (θ_{t−1}, θ̂_t) into θ_t (from a LoRA stage it reads the
-adapter's exact factors) → guards record what they need (EWC's Fisher) → every probe is evaluated.
-The initial model is evaluated first (row 0), so the accuracy matrix has T + 1 rows.
+into θ̂_t) → the consolidator, if any, turns (θ_{t−1}, θ̂_t) into θ_t, on the tensors of the
+components the stage trained only (an alignment stage's projector), from the adapter's exact
+factors after a LoRA stage, with SAC's ratio chosen on held-out data when it is ``auto``
+(:mod:`medvlm.runs.ratio`) → guards record what they need (EWC's Fisher) → every probe is
+evaluated. A task's ``guards`` turn components off for it or change its SAC settings. The initial
+model is evaluated first (row 0), so the accuracy matrix has T + 1 rows.
 
 Output layout (``OUT`` = the recipe's output.dir; names in :class:`medvlm.rundir.ContinualDir`)::
 
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +43,24 @@ from medvlm.continual.checkpoints import consolidate_checkpoints
 from medvlm.continual.metrics import ACCURACY_DEFINITION, continual_metrics, probe_accuracy
 from medvlm.continual.record import ContinualRecord
 from medvlm.data.reading import read_samples
+from medvlm.data.records import Sample
 from medvlm.errors import RecipeError
 from medvlm.eval.run import evaluate_model
 from medvlm.io import read_json, write_json
+from medvlm.model.build import trainable_components
 from medvlm.provenance import provenance
-from medvlm.recipe import ContinualTaskSpec, Recipe, SourceSpec, apply_overrides, validate
+from medvlm.recipe import (
+    ContinualSpec,
+    ContinualTaskSpec,
+    DataSpec,
+    EvalSpec,
+    ModelSpec,
+    Recipe,
+    SourceSpec,
+    TaskGuards,
+    apply_overrides,
+    validate,
+)
 from medvlm.rundir import CONSOLIDATION, ContinualDir, StageDir, TaskDir
 from medvlm.runs.outputs import claim_output_dir
 from medvlm.train.saving import save_final_model
@@ -53,47 +75,88 @@ class ContinualResult:
     record: dict[str, Any]  # the content of continual.json (a ContinualRecord)
 
 
-def task_dir(recipe: Recipe, index: int, task: ContinualTaskSpec) -> TaskDir:
-    return ContinualDir(recipe.output_dir).task(index, task.name)
+@dataclass
+class SequenceTask:
+    """One task of a guarded sequence: a continual recipe's task, or a guarded pipeline's stage."""
+
+    name: str
+    stage: Recipe  # its stage recipe; model and output are set when it runs (θ_{t−1}, its directory)
+    guards: TaskGuards
+    eval: list[SourceSpec]  # the task's own probe set (may be empty for a pipeline stage)
+
+    def retarget(self, previous_model: Path, out: Path) -> Recipe:
+        """The stage recipe training from ``previous_model`` into ``out``."""
+        tree = self.stage.model_dump(mode="json")
+        tree["model"].update(path=str(previous_model), preset=None)
+        tree["output"] = {"dir": str(out), "overwrite": False}
+        return validate(tree, f"{self.stage.source_file or 'recipe'} (task '{self.name}')")
 
 
-def task_stage(recipe: Recipe, task: ContinualTaskSpec, previous_model: Path, out: Path) -> Recipe:
-    """The stage recipe of one task: the run's settings, the task's data, the task's overrides."""
+@dataclass
+class Sequence:
+    """A guarded sequence: the continual section that governs it, its tasks, and how probes are run."""
+
+    spec: ContinualSpec
+    tasks: list[SequenceTask]
+    output_dir: Path
+    probe_eval: EvalSpec  # batch size, decoding and prompt style of the probes
+    probe_data: DataSpec  # template, system prompt and image handling of the probes
+    seed: int
+    source_file: str | None = None
+
+    @property
+    def layout(self) -> ContinualDir:
+        return ContinualDir(self.output_dir)
+
+    @property
+    def per_task_probes(self) -> bool:
+        """Every task has its own probe set, so the task metrics (Last, BWT, ...) are defined."""
+        return all(task.eval for task in self.tasks)
+
+    def probe_sets(self) -> list[tuple[str, list[SourceSpec]]]:
+        """Every task's evaluation set in task order (when all have one), then the extra probes."""
+        own = [(task.name, task.eval) for task in self.tasks] if self.per_task_probes else []
+        return own + [(probe.name, probe.eval) for probe in self.spec.probes]
+
+
+def task_stage(recipe: Recipe, task: ContinualTaskSpec) -> Recipe:
+    """The stage recipe of one task of a continual recipe: the run's settings, the task's data, the
+    task's overrides."""
     tree = recipe.model_dump(mode="json")
     tree.pop("continual")
     tree["stages"] = []
     tree["name"] = f"{recipe.name}-{task.name}"
     tree["data"]["train"] = [spec.model_dump(mode="json") for spec in task.train]
-    tree["model"].update(path=str(previous_model), preset=None)
-    tree["output"] = {"dir": str(out), "overwrite": False}
     tree = apply_overrides(tree, task.overrides)
     return validate(tree, f"{recipe.source_file or 'recipe'} (continual task '{task.name}')")
 
 
-def probe_sets(recipe: Recipe) -> list[tuple[str, list[SourceSpec]]]:
-    """Every task's evaluation set in task order, then the extra probes (the general probe)."""
-    assert recipe.continual is not None
-    return ([(task.name, task.eval) for task in recipe.continual.tasks]
-            + [(probe.name, probe.eval) for probe in recipe.continual.probes])
+def sequence_of(recipe: Recipe) -> Sequence:
+    """The guarded sequence a continual recipe describes."""
+    spec = recipe.continual
+    if spec is None:
+        raise RecipeError(f"{recipe.source_file or 'recipe'}: no 'continual' section")
+    tasks = [SequenceTask(task.name, task_stage(recipe, task), task.guards, task.eval) for task in spec.tasks]
+    return Sequence(spec, tasks, recipe.output_dir, recipe.eval, recipe.data, recipe.train.seed,
+                    recipe.source_file)
 
 
-def evaluate_row(recipe: Recipe, model_dir: Path, out: Path) -> list[float]:
+def evaluate_row(sequence: Sequence, model_dir: Path, out: Path) -> list[float]:
     """Accuracy (percent, see :mod:`medvlm.continual.metrics`) of one model on every probe."""
     row = []
-    for name, sources in probe_sets(recipe):
-        spec = recipe.eval.model_copy(update={"datasets": sources})
-        scores = evaluate_model(model_dir, spec, out / name, template=recipe.data.template,
-                                system_prompt=recipe.data.system_prompt,
-                                image_aspect_ratio=recipe.data.image_aspect_ratio)
+    data = sequence.probe_data
+    for name, sources in sequence.probe_sets():
+        spec = sequence.probe_eval.model_copy(update={"datasets": sources})
+        scores = evaluate_model(model_dir, spec, out / name, template=data.template,
+                                system_prompt=data.system_prompt, image_aspect_ratio=data.image_aspect_ratio)
         row.append(probe_accuracy(list(scores.values())))
     return row
 
 
-def _components(recipe: Recipe) -> tuple[str | None, list[tuple[str, Guard]]]:
+def method_components(sequence: Sequence, recipe: Recipe) -> tuple[str | None, list[tuple[str, Guard]]]:
     """The method's consolidator name and its guards, built (and so validated) before any training."""
-    assert recipe.continual is not None
     consolidator, guards = None, []
-    for name in recipe.continual.components:
+    for name in sequence.spec.components:
         if is_consolidator(name):
             consolidator = name
         else:
@@ -101,99 +164,120 @@ def _components(recipe: Recipe) -> tuple[str | None, list[tuple[str, Guard]]]:
     return consolidator, guards
 
 
-def _initial_model(recipe: Recipe) -> Path:
-    if recipe.model.path:
-        return Path(recipe.model.path)
-    if not recipe.model.preset:
-        raise RecipeError(f"{recipe.source_file or 'recipe'}: the continual run names no initial model "
+def initial_model(model: ModelSpec, template: str, layout: ContinualDir, origin: str | None) -> Path:
+    """θ_0: the model directory the first task starts from (a tiny preset is built and saved once)."""
+    if model.path:
+        return Path(model.path)
+    if not model.preset:
+        raise RecipeError(f"{origin or 'recipe'}: the continual run names no initial model "
                           "(model.path or model.preset)")
-    out = ContinualDir(recipe.output_dir).initial
+    out = layout.initial
     if not out.complete:
         from medvlm.model.build import load_model
 
-        model, processor = load_model(recipe.model, template=recipe.data.template)
-        save_final_model(model, processor, recipe.data.template, out)
+        loaded, processor = load_model(model, template=template)
+        save_final_model(loaded, processor, template, out)
     return out.model
 
 
-def _consolidation_config(recipe: Recipe) -> ConsolidationConfig:
-    assert recipe.continual is not None
-    return ConsolidationConfig(ratio=recipe.continual.sac.ratio, alpha=recipe.continual.mix.alpha)
-
-
 def run_continual(recipe: Recipe, *, resume: bool = False) -> ContinualResult:
-    """Run (or continue) the task sequence; returns the ``continual.json`` record."""
-    spec = recipe.continual
-    if spec is None:
-        raise RecipeError(f"{recipe.source_file or 'recipe'}: no 'continual' section")
-    consolidator, guards = _components(recipe)
-    out, layout = recipe.output_dir, ContinualDir(recipe.output_dir)
-    claim_output_dir(out, recipe, "continual run")
-    write_json(layout.provenance, provenance(recipe=recipe.source_file))
-    probes = [name for name, _ in probe_sets(recipe)]
+    """Run (or continue) a continual recipe's task sequence; returns the ``continual.json`` record."""
+    sequence = sequence_of(recipe)
+    if not sequence.tasks:
+        raise RecipeError(f"{recipe.source_file or 'recipe'}: continual.tasks lists no task")
+    consolidator, guards = method_components(sequence, recipe)
+    claim_output_dir(recipe.output_dir, recipe, "continual run")
+    initial = initial_model(recipe.model, recipe.data.template, sequence.layout, recipe.source_file)
+    record = run_sequence(sequence, initial, consolidator, guards, resume=resume)
+    return ContinualResult(recipe.output_dir, record.model_dump(mode="json"))
+
+
+def run_sequence(sequence: Sequence, initial: Path, consolidator: str | None, guards: list[tuple[str, Guard]],
+                 *, resume: bool = False) -> ContinualRecord:
+    """Train every task from θ_0 = ``initial`` in turn (complete tasks are skipped), evaluate every probe
+    after each, and write ``continual.json``."""
+    spec, layout = sequence.spec, sequence.layout
+    write_json(layout.provenance, provenance(recipe=sequence.source_file))
+    probes = [name for name, _ in sequence.probe_sets()]
     seconds: dict[str, float] = {}
 
     started = time.perf_counter()
-    initial = _initial_model(recipe)
-    accuracy = [evaluate_row(recipe, initial, layout.initial_eval)]
+    accuracy = [evaluate_row(sequence, initial, layout.initial_eval)]
     seconds["eval:initial"] = round(time.perf_counter() - started, 2)
     log.info("initial model %s: %s", initial, dict(zip(probes, accuracy[0], strict=True)))
 
-    samples_cache: dict[int, list] = {}
+    samples_cache: dict[int, list[Sample]] = {}
 
-    def read_task_samples(k: int) -> list:
+    def read_task_samples(k: int) -> list[Sample]:
         if k not in samples_cache:
-            data = recipe.data
-            samples_cache[k], _ = read_samples(spec.tasks[k - 1].train, policy=data.on_bad_record,
+            data = sequence.tasks[k - 1].stage.data
+            samples_cache[k], _ = read_samples(data.train, policy=data.on_bad_record,
                                                prompt_style=data.prompt_style, image_check=data.image_check)
         return samples_cache[k]
 
-    previous, done_dirs, tasks_record = initial, [], []
-    for index, task in enumerate(spec.tasks, start=1):
-        directory = task_dir(recipe, index, task)
+    previous, done_dirs, tasks_record, sweeps = initial, [], [], {}
+    for index, task in enumerate(sequence.tasks, start=1):
+        directory = layout.task(index, task.name)
         marker = directory.record
         if marker.is_file():
             record = read_json(marker)
             log.info("task %d (%s): already complete", index, task.name)
         else:
-            record = _run_task(recipe, index, task, previous, directory, done_dirs, consolidator, guards,
-                               read_task_samples, resume)
+            record = _run_task(sequence, index, task, previous, initial, directory, done_dirs, consolidator,
+                               guards, read_task_samples, resume)
             write_json(marker, record)
         accuracy.append(record["accuracy"])
         tasks_record.append({k: v for k, v in record.items() if k != "accuracy"})
         seconds.update({f"{task.name}:{k}": v for k, v in record["seconds"].items()})
+        sweep = (record.get("consolidation") or {}).get("ratio_sweep")
+        if sweep:
+            sweeps[task.name] = sweep
         previous = Path(record["model"])
         done_dirs.append(directory.root)
 
     general = probes.index(spec.general_probe) if spec.general_probe in probes else None
     result = ContinualRecord(
         method=spec.method,
-        seed=recipe.train.seed,
-        tasks=[task.name for task in spec.tasks],
+        seed=sequence.seed,
+        tasks=[task.name for task in sequence.tasks],
         probes=probes,
         accuracy=accuracy,
-        metrics=continual_metrics(accuracy, len(spec.tasks), general),
-        provenance={**provenance(recipe=recipe.source_file), "initial_model": str(initial),
+        metrics=continual_metrics(accuracy, len(sequence.tasks), general, per_task=sequence.per_task_probes),
+        ratio_sweeps=sweeps,
+        provenance={**provenance(recipe=sequence.source_file), "initial_model": str(initial),
                     "accuracy_definition": ACCURACY_DEFINITION, "general_probe": spec.general_probe,
-                    "output_dir": str(out), "seconds": seconds, "tasks": tasks_record},
+                    "output_dir": str(sequence.output_dir), "seconds": seconds, "tasks": tasks_record},
     )
     result.write(layout.record)
-    log.info("continual run %s (%s): %s", recipe.name, spec.method, result.metrics)
-    return ContinualResult(out, result.model_dump(mode="json"))
+    log.info("continual run (%s): %s", spec.method, result.metrics)
+    return result
 
 
-def _run_task(recipe: Recipe, index: int, task: ContinualTaskSpec, previous: Path, directory: TaskDir,
-              earlier: list[Path], consolidator: str | None, guards: list[tuple[str, Guard]],
+def held_out_ids(samples: list[Sample], count: int, seed: int, task: str) -> list[str]:
+    """The ids of a task's validation slice: ``count`` training samples drawn by a seeded generator
+    (the same on a rerun), which the task then does not train on."""
+    ids = sorted({sample.id for sample in samples})
+    random.Random(f"sac-validation-{seed}-{task}").shuffle(ids)
+    return sorted(ids[: min(count, len(ids) // 2)])
+
+
+def _run_task(sequence: Sequence, index: int, task: SequenceTask, previous: Path, initial: Path,
+              directory: TaskDir, earlier: list[Path], consolidator: str | None, guards: list[tuple[str, Guard]],
               read_task_samples, resume: bool) -> dict[str, Any]:
     """Train, consolidate, finish guards and evaluate one task; returns its task.json record."""
-    assert recipe.continual is not None
     seconds: dict[str, float] = {}
     train_dir: StageDir = directory.train
-    stage = task_stage(recipe, task, previous, train_dir.root)
-    context = TaskContext(spec=recipe.continual, index=index, task=task, stage=stage, previous_model=previous,
+    stage = task.retarget(previous, train_dir.root)
+    active = [(name, guard) for name, guard in guards if name not in task.guards.off]
+    consolidator = None if consolidator in task.guards.off else consolidator
+    sac = sequence.spec.sac_for(task.guards)
+    auto = consolidator == "sac" and sac.ratio == "auto"
+    samples = read_task_samples(index)
+    validation = held_out_ids(samples, sac.auto.validation_samples, sequence.seed, task.name) if auto else []
+    context = TaskContext(spec=sequence.spec, index=index, name=task.name, stage=stage, previous_model=previous,
                           task_dir=directory.root, earlier_task_dirs=list(earlier),
-                          samples=read_task_samples(index), read_task_samples=read_task_samples,
-                          seed=recipe.train.seed)
+                          samples=[s for s in samples if s.id not in set(validation)],
+                          read_task_samples=read_task_samples, seed=sequence.seed)
     directory.root.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {}
     guard_reports: dict[str, Any] = {}
@@ -203,15 +287,16 @@ def _run_task(recipe: Recipe, index: int, task: ContinualTaskSpec, previous: Pat
             summary = read_json(train_dir.summary)
     else:
         plugins, extra = [], []
-        for name, guard in guards:
+        for name, guard in active:
             parts = guard.prepare(context)
             plugins.extend(parts.plugins)
             extra.extend(parts.extra_samples)
             guard_reports[name] = parts.report
-        log.info("task %d (%s): training from %s with %d extra sample(s), plugins %s", index, task.name,
-                 previous, len(extra), [p.name for p in plugins] or "none")
+        log.info("task %d (%s): training from %s with %d extra sample(s), %d held out, plugins %s", index,
+                 task.name, previous, len(extra), len(validation), [p.name for p in plugins] or "none")
         started = time.perf_counter()
-        summary = run_stage(stage, resume=resume, loss_plugins=plugins, extra_samples=extra).summary
+        summary = run_stage(stage, resume=resume, loss_plugins=plugins, extra_samples=extra,
+                            held_out=set(validation)).summary
         seconds["train"] = round(time.perf_counter() - started, 2)
     context.release_teacher()  # the Trainer and its plugins are gone: free the teacher before evaluation
     gc.collect()
@@ -226,18 +311,27 @@ def _run_task(recipe: Recipe, index: int, task: ContinualTaskSpec, previous: Pat
         else:
             started = time.perf_counter()
             current = train_dir.adapter if train_dir.adapter.is_dir() else trained
-            consolidation = consolidate_checkpoints(consolidator, previous, current, model_dir,
-                                                    _consolidation_config(recipe))
+            components = trainable_components(stage)
+            if auto:
+                from medvlm.runs.ratio import RatioSweep
+
+                sweep = RatioSweep(sac.auto, stage, sequence.probe_eval, sequence.probe_data, initial,
+                                   sequence.layout.initial_eval)
+                held = [s for s in samples if s.id in set(validation)]
+                consolidation = sweep.consolidate(previous, current, model_dir, components, held)
+            else:
+                config = ConsolidationConfig(ratio=float(sac.ratio), alpha=sequence.spec.mix.alpha)
+                consolidation = consolidate_checkpoints(consolidator, previous, current, model_dir, config,
+                                                        components)
             seconds["consolidate"] = round(time.perf_counter() - started, 2)
-    for _, guard in guards:
+    for _, guard in active:
         guard.finish(context, model_dir)
 
     started = time.perf_counter()
-    row = evaluate_row(recipe, model_dir, directory.eval)
+    row = evaluate_row(sequence, model_dir, directory.eval)
     seconds["eval"] = round(time.perf_counter() - started, 2)
     log.info("task %d (%s): accuracy %s", index, task.name, row)
     train = {k: summary.get(k) for k in ("global_step", "train_loss", "wall_seconds", "samples")}
     return {"task": task.name, "index": index, "model": str(model_dir), "trained_model": str(trained),
-            "accuracy": row, "train": train, "guards": guard_reports, "consolidation": consolidation,
-            "seconds": seconds}
-
+            "accuracy": row, "train": train, "guards": guard_reports, "off": list(task.guards.off),
+            "held_out": len(validation), "consolidation": consolidation, "seconds": seconds}

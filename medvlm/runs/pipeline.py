@@ -4,6 +4,15 @@ A pipeline recipe lists its stages (each a stage recipe file plus overrides) and
 section. Stage outputs go to ``OUT/<stage name>/``; a stage whose ``model/`` exists is complete and
 is skipped when the pipeline runs again, so an interrupted pipeline continues where it stopped.
 
+A pipeline recipe with a ``continual:`` section is *guarded*: its stages from
+``continual.tasks_from`` on (default: all) run as the tasks of a continual sequence, so LLaVA-Med's
+curriculum can adapt a general model with SAC, UIR or any other method: each stage's teacher is the
+model before it, each stage's update is consolidated against it (on the components the stage trains),
+every probe is evaluated after every stage, and ``OUT/continual.json`` records it all. Those stages
+live under ``OUT/tasks/NN-<stage>/`` (:class:`medvlm.rundir.ContinualDir`); a stage's ``guards``
+turn a component off for it (``{off: [uir]}``) or change its SAC settings, and its ``eval`` names its
+own probe set.
+
 Command-line overrides address the pipeline (``eval.batch_size=8``), one stage
 (``align.train.max_steps=5``) or every stage (``*.train.max_steps=5``).
 """
@@ -22,6 +31,7 @@ from medvlm.io import write_json
 from medvlm.provenance import provenance
 from medvlm.recipe import Recipe, apply_overrides, load_tree, parse_override, resolve, set_dotted
 from medvlm.rundir import PipelineDir
+from medvlm.runs.continual import Sequence, SequenceTask, initial_model, method_components, run_sequence
 from medvlm.runs.outputs import claim_output_dir
 from medvlm.train.stage import run_stage
 
@@ -47,6 +57,28 @@ class PipelineResult:
     output_dir: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
     evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    continual: dict[str, Any] | None = None  # a guarded pipeline's continual.json
+
+
+def task_start(pipeline: Pipeline) -> int | None:
+    """Index of the first stage that is a task of a guarded pipeline (None: the pipeline is not guarded)."""
+    spec = pipeline.recipe.continual
+    if spec is None:
+        return None
+    names = [name for name, _ in pipeline.stages]
+    return names.index(spec.tasks_from) if spec.tasks_from else 0
+
+
+def guarded_sequence(pipeline: Pipeline) -> Sequence:
+    """The stages from ``continual.tasks_from`` on as the tasks of a guarded sequence; probes are answered
+    with the last stage's template (the template the adapted model is used with)."""
+    spec, first = pipeline.recipe.continual, task_start(pipeline)
+    assert spec is not None and first is not None
+    refs = {ref.name: ref for ref in pipeline.recipe.stages}
+    tasks = [SequenceTask(name, stage, refs[name].guards, refs[name].eval) for name, stage in pipeline.stages[first:]]
+    last = pipeline.stages[-1][1]
+    return Sequence(spec, tasks, pipeline.output_dir, pipeline.recipe.eval, last.data, tasks[0].stage.train.seed,
+                    pipeline.recipe.source_file)
 
 
 def _split_overrides(overrides: list[str], stage_names: set[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -100,11 +132,20 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 
 
 def run_pipeline(pipeline: Pipeline, *, resume: bool = False) -> PipelineResult:
+    """Run every stage (skipping finished ones), then evaluate. In a guarded pipeline the stages from
+    ``continual.tasks_from`` on run as the tasks of a guarded sequence (:mod:`medvlm.runs.continual`):
+    each a task with its teacher, consolidation and probes, recorded in ``continual.json``."""
     out, layout = pipeline.output_dir, pipeline.layout
+    first = task_start(pipeline)
+    sequence, components = None, None
+    if first is not None:  # build (and so validate) the guards before anything trains
+        sequence = guarded_sequence(pipeline)
+        components = method_components(sequence, pipeline.recipe)
     claim_output_dir(out, pipeline.recipe, "pipeline run")
     write_json(layout.provenance, provenance(recipe=pipeline.recipe.source_file))
     result = PipelineResult(out)
-    for name, stage in pipeline.stages:
+    models = {name: layout.stage(name).model for name, _ in pipeline.stages}
+    for name, stage in pipeline.stages[:first]:
         if layout.stage(name).complete:
             log.info("stage %s: already complete, skipping", name)
             continue
@@ -113,6 +154,16 @@ def run_pipeline(pipeline: Pipeline, *, resume: bool = False) -> PipelineResult:
         run_stage(stage, resume=resume)
         result.stage_seconds[name] = round(time.perf_counter() - started, 2)
         log.info("stage %s: done in %.1f s", name, result.stage_seconds[name])
+    if sequence is not None and components is not None:
+        started = time.perf_counter()
+        first_stage = sequence.tasks[0].stage
+        initial = initial_model(first_stage.model, first_stage.data.template, sequence.layout,
+                                pipeline.recipe.source_file)
+        record = run_sequence(sequence, initial, *components, resume=resume)
+        result.continual = record.model_dump(mode="json")
+        result.stage_seconds["guarded sequence"] = round(time.perf_counter() - started, 2)
+        for task in record.provenance["tasks"]:
+            models[task["task"]] = Path(task["model"])
 
     spec = pipeline.recipe.eval
     if spec.datasets:
@@ -120,7 +171,7 @@ def run_pipeline(pipeline: Pipeline, *, resume: bool = False) -> PipelineResult:
         for name in spec.stages or [last_name]:
             started = time.perf_counter()
             result.evaluations[name] = evaluate_model(
-                layout.stage(name).model, spec, layout.eval(name), template=last.data.template,
+                models[name], spec, layout.eval(name), template=last.data.template,
                 system_prompt=last.data.system_prompt, image_aspect_ratio=last.data.image_aspect_ratio)
             result.stage_seconds[f"eval:{name}"] = round(time.perf_counter() - started, 2)
     return result

@@ -10,6 +10,7 @@ import gc
 import logging
 import shutil
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,12 @@ def prepare_output_dir(recipe: Recipe, resume: bool) -> StageDir:
 
 
 def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPlugin] | None = None,
-              extra_samples: list[Sample] | None = None) -> StageResult:
+              extra_samples: list[Sample] | None = None, held_out: Collection[str] = ()) -> StageResult:
     """Train one stage as the recipe says; returns where the final model is.
 
     ``extra_samples`` join the recipe's training data (continual learning: replayed samples of
-    earlier tasks, UIR's unlabeled inquiries); they are counted in ``data_report.json``.
+    earlier tasks, UIR's unlabeled inquiries); samples whose id is in ``held_out`` are left out (a
+    validation slice the stage must not train on). Both are counted in ``data_report.json``.
     """
     if not recipe.data.train:
         raise MedvlmError(f"{recipe.source_file or 'recipe'}: data.train lists no dataset to train on")
@@ -80,6 +82,10 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
     model, processor, freeze = prepare_model(recipe, trainable)
     samples, reports = read_samples(recipe.data.train, policy=recipe.data.on_bad_record,
                                     prompt_style=recipe.data.prompt_style, image_check=recipe.data.image_check)
+    if held_out:
+        kept = [sample for sample in samples if sample.id not in held_out]
+        reports.append({"source": "held_out", "excluded": len(samples) - len(kept)})
+        samples = kept
     if extra_samples:
         reports.append({"source": "extra_samples", "kept": len(extra_samples)})
         samples = samples + list(extra_samples)

@@ -64,7 +64,8 @@ def test_sac_uir_run_writes_the_accuracy_matrix_and_resumes(tmp_path: Path, synt
     out = tmp_path / "sacuir"
     saved = json.loads((out / "continual.json").read_text())
     assert saved == record
-    assert list(saved) == ["method", "seed", "tasks", "probes", "accuracy", "metrics", "provenance"]
+    assert list(saved) == ["method", "seed", "tasks", "probes", "accuracy", "metrics", "ratio_sweeps", "provenance"]
+    assert saved["ratio_sweeps"] == {}  # a fixed ratio: no sweep
     assert saved["method"] == "sac+uir" and saved["seed"] == 5
     assert saved["tasks"] == ["modality", "presence"] and saved["probes"] == ["modality", "presence", "general"]
     assert len(saved["accuracy"]) == 3 and all(len(row) == 3 for row in saved["accuracy"])
