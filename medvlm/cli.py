@@ -176,12 +176,16 @@ def _convert_llava(args: argparse.Namespace) -> int:
 
 @command("plan")
 def _plan(args: argparse.Namespace) -> int:
-    from medvlm.model.plan import plan_memory
-    from medvlm.recipe import load_recipe
+    from medvlm.runs.planning import plan_run
 
-    plan = plan_memory(load_recipe(args.recipe, args.overrides), gpus=args.gpus, gpu_memory_gb=args.gpu_memory,
-                       reference=args.shapes)
-    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.describe())
+    plans = plan_run(args.recipe, args.overrides, gpus=args.gpus, gpu_memory_gb=args.gpu_memory,
+                     reference=args.shapes)
+    if len(plans) == 1 and plans[0][0] is None:
+        print(json.dumps(plans[0][1].to_dict(), indent=2) if args.json else plans[0][1].describe())
+    elif args.json:
+        print(json.dumps({name: plan.to_dict() for name, plan in plans}, indent=2))
+    else:
+        print("\n\n".join(f"[{name}] {plan.describe()}" for name, plan in plans))
     return 0
 
 

@@ -56,6 +56,8 @@ class LwFLoss:
 
 @register_guard("lwf")
 class LwFGuard:
+    uses_teacher = True  # a frozen copy of θ_{t−1} beside the trained model (medvlm plan counts it)
+
     def __init__(self, recipe: Recipe) -> None:
         assert recipe.continual is not None
         self.spec = recipe.continual.lwf

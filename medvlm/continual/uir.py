@@ -108,6 +108,8 @@ def to_inquiry(sample: Sample, drop_images: bool, file: str | None) -> Sample | 
 class UIRGuard:
     """Mixes inquiries into each task (``ratio`` per task sample) and adds :class:`UIRLoss`."""
 
+    uses_teacher = True  # a frozen copy of θ_{t−1} beside the trained model (medvlm plan counts it)
+
     def __init__(self, recipe: Recipe) -> None:
         assert recipe.continual is not None
         self.spec = recipe.continual.uir

@@ -232,8 +232,13 @@ def _layer_bytes(mode: str, act_bytes: int, s: ModelShapes, lora_r: int, dora: b
 
 
 def plan_memory(recipe: Recipe, *, gpus: int | None = None, gpu_memory_gb: float | None = None,
-                shapes: ModelShapes | None = None, reference: str | None = None) -> MemoryPlan:
-    """Estimate one GPU's peak training memory for ``recipe`` (see the module docstring)."""
+                shapes: ModelShapes | None = None, reference: str | None = None, teacher: bool = False) -> MemoryPlan:
+    """Estimate one GPU's peak training memory for ``recipe`` (see the module docstring).
+
+    ``teacher``: a continual guard (UIR, LwF) keeps a frozen copy of the model the stage starts from
+    beside the one that trains — the whole model in ``model.dtype``, unquantised and unsharded, as
+    :meth:`medvlm.continual.TaskContext.teacher` loads it — counted as the ``teacher copy`` term.
+    """
     from medvlm.distributed import offloads, world_size, zero_stage
     from medvlm.model.adapters import check_peft_plan
     from medvlm.model.build import trainable_components
@@ -326,9 +331,14 @@ def plan_memory(recipe: Recipe, *, gpus: int | None = None, gpu_memory_gb: float
 
     terms = {"weights": weights, "optimizer states": optimizer, "gradients": gradients,
              "activations": activations, "logits + loss": logits}
+    teacher_bytes = d * total_params if teacher else 0
+    if teacher:
+        terms["teacher copy"] = teacher_bytes
+        notes.append("a continual guard's frozen teacher (the pre-stage model) is held beside the trained model; "
+                     "its no-grad forward activations are not counted")
     backward_peak = activations + backward_extra
     step_peak = gradients + step_temp
-    total = weights + optimizer + max(backward_peak, step_peak)
+    total = weights + teacher_bytes + optimizer + max(backward_peak, step_peak)
     if step_peak > backward_peak:
         notes.append("the optimizer step (all gradients alive) is the peak, not the backward pass")
     gpu_bytes = int(gpu_memory_gb * GIB) if gpu_memory_gb else None

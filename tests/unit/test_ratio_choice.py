@@ -1,0 +1,80 @@
+"""sac.ratio auto: the criterion picks the ratio it says on hand-built sweeps; recipe checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from medvlm.errors import RecipeError
+from medvlm.recipe import DEFAULT_RATIO_GRID, SacAutoSpec, validate
+from medvlm.runs.ratio import choose_ratio, retention
+
+GENERAL = [{"dataset": "synthetic", "split": "train", "options": {"subset": "general_vqa"}}]
+
+# validation accuracy rises with r, general retention falls with it (the usual trade-off)
+SWEEP = [
+    {"ratio": 0.1, "validation": 40.0, "retention": 0.99},
+    {"ratio": 0.3, "validation": 60.0, "retention": 0.95},
+    {"ratio": 0.5, "validation": 75.0, "retention": 0.91},
+    {"ratio": 0.7, "validation": 80.0, "retention": 0.85},
+    {"ratio": 1.0, "validation": 82.0, "retention": 0.60},
+]
+
+
+def test_floor_picks_the_best_validation_score_among_ratios_keeping_enough_general_ability() -> None:
+    assert choose_ratio(SWEEP, SacAutoSpec(general=GENERAL, retention_floor=0.9)) == 0.5
+    assert choose_ratio(SWEEP, SacAutoSpec(general=GENERAL, retention_floor=0.8)) == 0.7
+    assert choose_ratio(SWEEP, SacAutoSpec(general=GENERAL, retention_floor=0.0)) == 1.0
+    # no ratio reaches the floor: the one that keeps the most
+    assert choose_ratio(SWEEP, SacAutoSpec(general=GENERAL, retention_floor=0.995)) == 0.1
+
+
+def test_weighted_sum_and_ties() -> None:
+    # score = validation + weight·100·retention: w=1 → 0.1: 139, 0.3: 155, 0.5: 166, 0.7: 165, 1.0: 142
+    assert choose_ratio(SWEEP, SacAutoSpec(general=GENERAL, criterion="weighted", weight=1.0)) == 0.5
+    # w=0.2 → 0.5: 93.2, 0.7: 97, 1.0: 94
+    assert choose_ratio(SWEEP, SacAutoSpec(general=GENERAL, criterion="weighted", weight=0.2)) == 0.7
+    tied = [{"ratio": 0.2, "validation": 50.0, "retention": 1.0}, {"ratio": 0.4, "validation": 50.0, "retention": 1.0}]
+    assert choose_ratio(tied, SacAutoSpec(general=GENERAL)) == 0.4  # ties keep more of the update
+    # loss as the validation metric enters as minus the loss: lower loss wins
+    losses = [{"ratio": 0.2, "validation": -2.5, "retention": 1.0}, {"ratio": 0.6, "validation": -1.9, "retention": 0.95},
+              {"ratio": 1.0, "validation": -1.7, "retention": 0.7}]
+    assert choose_ratio(losses, SacAutoSpec(general=GENERAL, metric="loss")) == 0.6
+
+
+def test_retention_is_relative_to_the_initial_model() -> None:
+    assert retention(45.0, 90.0) == 0.5
+    assert retention(10.0, 0.0) == 1.0  # an initial model that scored 0 had nothing to lose
+
+
+def test_recipe_checks_for_auto() -> None:
+    def recipe(sac: dict) -> dict:
+        return {"continual": {"method": "sac", "sac": sac,
+                              "tasks": [{"name": "a", "train": GENERAL, "eval": GENERAL}]}}
+
+    spec = validate(recipe({"ratio": "auto", "auto": {"general": GENERAL}}), "r").continual
+    assert spec is not None and spec.sac.ratio == "auto" and spec.sac.auto.grid == DEFAULT_RATIO_GRID
+    assert DEFAULT_RATIO_GRID == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    with pytest.raises(RecipeError, match="sac.ratio auto needs sac.auto.general"):
+        validate(recipe({"ratio": "auto"}), "r")
+    with pytest.raises(RecipeError, match="never on a test split"):
+        validate(recipe({"ratio": "auto", "auto": {"general": [{**GENERAL[0], "split": "test"}]}}), "r")
+    with pytest.raises(RecipeError, match="continual.sac.ratio"):
+        validate(recipe({"ratio": "often"}), "r")
+    with pytest.raises(RecipeError, match="continual.sac.ratio"):
+        validate(recipe({"ratio": 0}), "r")
+
+
+def test_task_guards_merge_into_the_run_settings() -> None:
+    tree = {"continual": {"method": "sac+uir", "sac": {"ratio": "auto", "auto": {"general": GENERAL, "grid": [0.2, 0.4]}},
+                          "tasks": [{"name": "a", "train": GENERAL, "eval": GENERAL,
+                                     "guards": {"off": ["uir"], "sac": {"auto": {"metric": "loss"}}}}]}}
+    spec = validate(tree, "r").continual
+    assert spec is not None
+    merged = spec.sac_for(spec.tasks[0].guards)
+    assert merged.auto.metric == "loss" and merged.auto.grid == [0.2, 0.4] and merged.ratio == "auto"
+    tree["continual"]["tasks"][0]["guards"] = {"off": ["ewc"]}
+    with pytest.raises(RecipeError, match="guards.off names \\['ewc'\\]"):
+        validate(tree, "r")
+    tree["continual"]["tasks"][0]["guards"] = {"sac": {"ratio": -1}}
+    with pytest.raises(RecipeError, match="guards.sac"):
+        validate(tree, "r")
