@@ -377,7 +377,50 @@ class SyntheticSpec:
 
 
 SUBSETS = ("general_caption", "general_vqa", "general_instruct",
-           "medical_caption", "medical_vqa", "medical_instruct")
+           "medical_caption", "medical_vqa", "medical_instruct", "general_text")
+
+SIDES_OF = {"circle": "no", "square": "four", "triangle": "three"}
+OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
+
+
+def general_text_pairs(rng: np.random.Generator) -> list[tuple[str, str]]:
+    """Text-only general questions (no image) in the general domain's words, with their answers.
+
+    They are what UIR needs: text-only instructions whose hidden states the base model answers in
+    its general way (LLaVA-c uses the text-only ShareGPT part of LLaVA-665K). Answers are given so
+    the file is ordinary LLaVA data; UIR never reads them.
+    """
+    scene = sample_shape_scene(rng)
+    count = COUNT_WORDS[scene.count]
+    things = f"{scene.size} {scene.color} {_plural(scene)}"
+    other = str(_other(rng, scene.color, list(COLORS)))
+    return [
+        (f"Describe {count} {things} on the {scene.position}.", shapes_caption(scene, rng)),
+        (f"How many sides does a {scene.shape} have?", SIDES_OF[scene.shape]),
+        (f"What is the opposite of {scene.position}?", OPPOSITE[scene.position]),
+        (f"Is a {scene.color} {scene.shape} {other}?", _yes_no(other == scene.color)),
+        (f"Which is larger, a small {scene.shape} or a large {scene.shape}?", f"the large {scene.shape}"),
+    ]
+
+
+def general_text_records(split: str, count: int, spec: SyntheticSpec) -> list[dict[str, Any]]:
+    """``count`` rounds of :func:`general_text_pairs` as text-only one-turn LLaVA records."""
+    rng = np.random.default_rng([spec.seed, 2, {"train": 0, "test": 1}.get(split, 2)])
+    records = []
+    for index in range(count):
+        for qa_index, (question, answer) in enumerate(general_text_pairs(rng)):
+            records.append({"id": f"text-{split}-{index:05d}-q{qa_index}",
+                            "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]})
+    return records
+
+
+def ensure_text_subsets(root: Path, spec: SyntheticSpec) -> None:
+    """Write the text-only subset if missing: it needs no image, so a directory materialised before the
+    subset existed gains it on first use (one round per general image of each split)."""
+    for split, count in spec.general_images.items():
+        file = root / f"general_text_{split}.json"
+        if not file.is_file():
+            write_json(file, general_text_records(split, count, spec), indent=None)
 
 
 def _conversation(question: str, answer: str) -> list[dict[str, str]]:
@@ -446,6 +489,7 @@ def materialise(root: str | os.PathLike, spec: SyntheticSpec | None = None) -> P
             raise DataError("holds synthetic data generated with different settings "
                             f"(digest {existing.get('digest')} vs {spec.digest()}); "
                             "use another path or delete it", file=str(root))
+        ensure_text_subsets(root, spec)
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
@@ -455,6 +499,7 @@ def materialise(root: str | os.PathLike, spec: SyntheticSpec | None = None) -> P
                 (staging / "images" / domain / split).mkdir(parents=True, exist_ok=True)
                 for subset, records in _domain_records(domain, split, count, spec, staging / "images").items():
                     write_json(staging / f"{subset}_{split}.json", records, indent=None)
+        ensure_text_subsets(staging, spec)
         write_json(staging / "spec.json", {**asdict(spec), "digest": spec.digest()})
         try:
             os.replace(staging, root)
