@@ -73,7 +73,8 @@ def run_one(recipe_path: Path, work: Path, base_dir: Path, method: str, seed: in
                                        f"output.dir={out}", f"model.path={base_dir / 'base' / 'model'}",
                                        *overrides])
     for spec in [s for t in recipe.continual.tasks for s in (*t.train, *t.eval)] + \
-            [s for p in recipe.continual.probes for s in p.eval] + list(recipe.continual.uir.inquiries):
+            [s for p in recipe.continual.probes for s in p.eval] + list(recipe.continual.uir.inquiries) + \
+            list(recipe.continual.sac.auto.general):
         if spec.dataset == "synthetic":
             spec.path = str(synthetic)
     record = run_continual(recipe, resume=True).record
@@ -105,6 +106,32 @@ def paired(ours: dict[int, dict], theirs: dict[int, dict], key: str) -> dict:
             "std": round(sd, 4), "lower95": round(lower, 4)}
 
 
+def chosen_ratios(runs: dict[int, dict]) -> dict[str, dict[str, float]] | None:
+    """sac.ratio auto: the ratio chosen for each task, per seed (None for a fixed ratio)."""
+    chosen = {str(seed): {task: sweep["chosen"] for task, sweep in record.get("ratio_sweeps", {}).items()}
+              for seed, record in sorted(runs.items())}
+    return chosen if any(chosen.values()) else None
+
+
+def against_reference(records: dict[str, dict[int, dict]], reference: Path | None) -> dict | None:
+    """sac+uir of this invocation vs seq-ft per-seed metrics of an earlier results file (seq-ft is
+    deterministic per seed: the merged code reproduced the pre-merge figures to every digit)."""
+    if reference is None or not records.get("sac+uir"):
+        return None
+    earlier = read_json(reference)["methods"]["seq-ft"]["per_seed"]
+    theirs = {int(seed): {"metrics": metrics} for seed, metrics in earlier.items()}
+    ours = records["sac+uir"]
+    last, bwt = paired(ours, theirs, "last"), paired(ours, theirs, "bwt")
+    mean_bwt = statistics.mean(r["metrics"]["bwt"] for r in ours.values())
+    retention = statistics.mean(r["metrics"]["general_retention"] for r in ours.values())
+    return {"reference": str(reference.relative_to(REPO) if reference.is_relative_to(REPO) else reference),
+            "last_difference": last, "bwt_gain": bwt,
+            "last_above_seq_ft_beyond_seed_noise": last["lower95"] is not None and last["lower95"] > 0,
+            "bwt_at_least_minus_10": mean_bwt >= -10.0, "general_retention_at_least_0.9": retention >= 0.9,
+            "criterion": "paired by seed against seq-ft of the reference file: Last gain with a one-sided 95% t "
+                         "lower bound above 0; mean BWT >= -10; mean general retention >= 0.9"}
+
+
 def summarise(records: dict[str, dict[int, dict]]) -> dict:
     methods = {}
     for method, runs in records.items():
@@ -125,6 +152,7 @@ def summarise(records: dict[str, dict[int, dict]]) -> dict:
                                            for r in runs.values()]),
             "per_seed": {str(s): r["metrics"] for s, r in sorted(runs.items())},
             "accuracy_mean": matrix,
+            "chosen_ratio": chosen_ratios(runs),
         }
     comparison = None
     if records.get("sac+uir") and records.get("seq-ft"):
@@ -150,6 +178,8 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "continual_bench")
     parser.add_argument("--threads", type=int, help="torch threads (1 is fastest on a crowded machine)")
     parser.add_argument("--output", type=Path, default=RESULTS / "continual_forgetting.json")
+    parser.add_argument("--reference", type=Path, help="an earlier results file whose seq-ft per-seed metrics "
+                        "sac+uir is compared with (instead of running seq-ft again)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides for every run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr, force=True)
@@ -185,6 +215,7 @@ def write_results(args, records: dict[str, dict[int, dict]], failures: dict, sec
             "base_model": str(args.base_dir / "base" / "model"), "work_dir": str(args.work_dir),
         },
         **summary,
+        "sac_uir_vs_reference_seq_ft": against_reference(records, args.reference),
         "failures": failures,
         "complete": not failures and all(len(records[m]) == len(args.seeds) for m in args.methods),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,

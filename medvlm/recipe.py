@@ -156,7 +156,7 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # task and probe names become directory
 class TaskGuards(_Section):
     """One task's (or guarded pipeline stage's) departures from the run's continual method."""
 
-    off: list[str] = Field(default_factory=list,
+    skip: list[str] = Field(default_factory=list,
                            description="method components not applied to this task, e.g. [uir] or [sac]")
     sac: dict[str, Any] = Field(default_factory=dict,
                                 description="keys of continual.sac changed for this task, e.g. {ratio: 0.5}")
@@ -328,10 +328,16 @@ class ContinualSpec(_Section):
         return self
 
     def check_guards(self, guards: TaskGuards, where: str) -> None:
-        """A task's ``guards.off`` names components of the method, and its ``sac`` keys are valid."""
-        unknown = [name for name in guards.off if name not in self.components]
-        if unknown:
-            raise ValueError(f"{where}: guards.off names {unknown}, not components of method '{self.method}'")
+        """A task's ``guards.skip`` names registered components, and its ``sac`` keys are valid. A component
+        the method does not use is allowed (nothing to skip), so ``continual.method`` can be switched on
+        the command line (e.g. to seq-ft for comparison) without editing every task."""
+        for name in guards.skip:
+            if name not in CONSOLIDATORS and name not in GUARDS:
+                known = [*CONSOLIDATORS.names(), *GUARDS.names()]
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ValueError(f"{where}: guards.skip names '{name}', not a method component{hint}; known: "
+                                 f"{', '.join(known)}")
         if guards.sac:
             self.sac_for(guards)
 

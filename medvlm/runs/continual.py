@@ -268,8 +268,8 @@ def _run_task(sequence: Sequence, index: int, task: SequenceTask, previous: Path
     seconds: dict[str, float] = {}
     train_dir: StageDir = directory.train
     stage = task.retarget(previous, train_dir.root)
-    active = [(name, guard) for name, guard in guards if name not in task.guards.off]
-    consolidator = None if consolidator in task.guards.off else consolidator
+    active = [(name, guard) for name, guard in guards if name not in task.guards.skip]
+    consolidator = None if consolidator in task.guards.skip else consolidator
     sac = sequence.spec.sac_for(task.guards)
     auto = consolidator == "sac" and sac.ratio == "auto"
     samples = read_task_samples(index)
@@ -333,5 +333,5 @@ def _run_task(sequence: Sequence, index: int, task: SequenceTask, previous: Path
     log.info("task %d (%s): accuracy %s", index, task.name, row)
     train = {k: summary.get(k) for k in ("global_step", "train_loss", "wall_seconds", "samples")}
     return {"task": task.name, "index": index, "model": str(model_dir), "trained_model": str(trained),
-            "accuracy": row, "train": train, "guards": guard_reports, "off": list(task.guards.off),
+            "accuracy": row, "train": train, "guards": guard_reports, "skip": list(task.guards.skip),
             "held_out": len(validation), "consolidation": consolidation, "seconds": seconds}

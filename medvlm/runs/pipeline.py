@@ -10,7 +10,7 @@ curriculum can adapt a general model with SAC, UIR or any other method: each sta
 model before it, each stage's update is consolidated against it (on the components the stage trains),
 every probe is evaluated after every stage, and ``OUT/continual.json`` records it all. Those stages
 live under ``OUT/tasks/NN-<stage>/`` (:class:`medvlm.rundir.ContinualDir`); a stage's ``guards``
-turn a component off for it (``{off: [uir]}``) or change its SAC settings, and its ``eval`` names its
+turn a component off for it (``{skip: [uir]}``) or change its SAC settings, and its ``eval`` names its
 own probe set.
 
 Command-line overrides address the pipeline (``eval.batch_size=8``), one stage

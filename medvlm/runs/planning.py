@@ -3,7 +3,7 @@
 
 The memory model itself is :func:`medvlm.model.plan.plan_memory`; this module only knows which stage
 recipes a run trains and which of them carry a teacher (UIR and LwF keep θ_{t−1} beside the model
-that trains; a task's ``guards.off`` can drop it), which the model layer cannot know.
+that trains; a task's ``guards.skip`` can drop it), which the model layer cannot know.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def needs_teacher(spec: ContinualSpec | None, guards: TaskGuards) -> bool:
     if spec is None:
         return False
     return any(name in GUARDS and getattr(GUARDS.get(name), "uses_teacher", False)
-               for name in spec.components if name not in guards.off)
+               for name in spec.components if name not in guards.skip)
 
 
 def plan_run(path: str | Path, overrides: list[str] | None = None, *, gpus: int | None = None,

@@ -72,7 +72,7 @@ def test_stages_run_as_tasks_with_the_pre_stage_teacher_and_sac_on_what_each_sta
 
     monkeypatch.setattr(TaskContext, "teacher", recording_teacher)
     path = guarded_pipeline(tmp_path, synthetic_dir, synthetic_options, "guarded",
-                            finetune={"guards": {"off": ["uir"]}})
+                            finetune={"guards": {"skip": ["uir"]}})
     result = run_pipeline(load_pipeline(path))
     out = tmp_path / "guarded"
     record = json.loads((out / "continual.json").read_text())
@@ -93,7 +93,7 @@ def test_stages_run_as_tasks_with_the_pre_stage_teacher_and_sac_on_what_each_sta
     assert all(torch.equal(teachers["align"][k], v) for k, v in before.state_dict().items())
     align_task = json.loads((align_dir / "task.json").read_text())
     finetune_task = json.loads((finetune_dir / "task.json").read_text())
-    assert "uir" in align_task["guards"] and finetune_task["guards"] == {} and finetune_task["off"] == ["uir"]
+    assert "uir" in align_task["guards"] and finetune_task["guards"] == {} and finetune_task["skip"] == ["uir"]
 
     # SAC on the projector-only stage: every tensor outside the projector is θ_{t−1} exactly; the
     # projector is θ_{t−1} + SAC(Δ), neither end of the update
@@ -152,8 +152,8 @@ def test_auto_ratio_holds_out_validation_and_keeps_the_ratio_its_criterion_picks
 def test_guard_settings_are_checked_before_anything_trains(tmp_path: Path, synthetic_dir: Path,
                                                            synthetic_options: dict) -> None:
     path = guarded_pipeline(tmp_path, synthetic_dir, synthetic_options, "bad",
-                            finetune={"guards": {"off": ["lwf"]}})
-    with pytest.raises(RecipeError, match="guards.off names \\['lwf'\\], not components of method 'sac\\+uir'"):
+                            finetune={"guards": {"skip": ["uri"]}})
+    with pytest.raises(RecipeError, match="stage 'finetune': guards.skip names 'uri', .*did you mean 'uir'"):
         load_pipeline(path)
     path = guarded_pipeline(tmp_path, synthetic_dir, synthetic_options, "test-split",
                             sac={"ratio": "auto", "auto": {"general": [

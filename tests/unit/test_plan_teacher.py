@@ -25,7 +25,7 @@ def _pipeline(tmp_path: Path) -> Path:
                                                                              "per_device_batch_size": 2}}))
     pipeline = {"name": "p", "output": {"dir": str(tmp_path / "out")},
                 "stages": [{"name": "base", "recipe": "stage.yaml"}, {"name": "align", "recipe": "align.yaml"},
-                           {"name": "finetune", "recipe": "stage.yaml", "guards": {"off": ["uir"]}}],
+                           {"name": "finetune", "recipe": "stage.yaml", "guards": {"skip": ["uir"]}}],
                 "continual": {"method": "sac+uir", "tasks_from": "align",
                               "uir": {"inquiries": [SOURCE], "drop_images": True}}}
     path = tmp_path / "pipeline.yaml"
@@ -53,10 +53,11 @@ def test_plan_counts_the_teacher_of_guarded_stages_only(tmp_path: Path, capsys) 
 
 
 def test_plan_of_a_continual_recipe_plans_each_task(tmp_path: Path) -> None:
-    recipe = {"model": {"preset": "micro-clip-llama"}, "data": {"max_length": 64}, "train": {"per_device_batch_size": 2},
+    recipe = {"model": {"preset": "micro-clip-llama"}, "data": {"max_length": 64},
+              "train": {"per_device_batch_size": 2},
               "continual": {"method": "lwf", "tasks": [
                   {"name": "a", "train": [SOURCE], "eval": [SOURCE]},
-                  {"name": "b", "train": [SOURCE], "eval": [SOURCE], "guards": {"off": ["lwf"]}}]}}
+                  {"name": "b", "train": [SOURCE], "eval": [SOURCE], "guards": {"skip": ["lwf"]}}]}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(recipe))
     plans = dict(plan_run(path))

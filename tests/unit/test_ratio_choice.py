@@ -33,7 +33,8 @@ def test_weighted_sum_and_ties() -> None:
     assert choose_ratio(SWEEP, SacAutoSpec(general=GENERAL, criterion="weighted", weight=1.0)) == 0.5
     # w=0.2 → 0.5: 93.2, 0.7: 97, 1.0: 94
     assert choose_ratio(SWEEP, SacAutoSpec(general=GENERAL, criterion="weighted", weight=0.2)) == 0.7
-    tied = [{"ratio": 0.2, "validation": 50.0, "retention": 1.0}, {"ratio": 0.4, "validation": 50.0, "retention": 1.0}]
+    tied = [{"ratio": 0.2, "validation": 50.0, "retention": 1.0},
+            {"ratio": 0.4, "validation": 50.0, "retention": 1.0}]
     assert choose_ratio(tied, SacAutoSpec(general=GENERAL)) == 0.4  # ties keep more of the update
     # loss as the validation metric enters as minus the loss: lower loss wins
     losses = [{"ratio": 0.2, "validation": -2.5, "retention": 1.0}, {"ratio": 0.6, "validation": -1.9, "retention": 0.95},
@@ -65,15 +66,18 @@ def test_recipe_checks_for_auto() -> None:
 
 
 def test_task_guards_merge_into_the_run_settings() -> None:
-    tree = {"continual": {"method": "sac+uir", "sac": {"ratio": "auto", "auto": {"general": GENERAL, "grid": [0.2, 0.4]}},
+    auto = {"general": GENERAL, "grid": [0.2, 0.4]}
+    tree = {"continual": {"method": "sac+uir", "sac": {"ratio": "auto", "auto": auto},
                           "tasks": [{"name": "a", "train": GENERAL, "eval": GENERAL,
-                                     "guards": {"off": ["uir"], "sac": {"auto": {"metric": "loss"}}}}]}}
+                                     "guards": {"skip": ["uir"], "sac": {"auto": {"metric": "loss"}}}}]}}
     spec = validate(tree, "r").continual
     assert spec is not None
     merged = spec.sac_for(spec.tasks[0].guards)
     assert merged.auto.metric == "loss" and merged.auto.grid == [0.2, 0.4] and merged.ratio == "auto"
-    tree["continual"]["tasks"][0]["guards"] = {"off": ["ewc"]}
-    with pytest.raises(RecipeError, match="guards.off names \\['ewc'\\]"):
+    tree["continual"]["tasks"][0]["guards"] = {"skip": ["ewc"]}  # not used by the method: nothing to skip
+    assert validate(tree, "r").continual is not None
+    tree["continual"]["tasks"][0]["guards"] = {"skip": ["saq"]}
+    with pytest.raises(RecipeError, match="guards.skip names 'saq'.*did you mean 'sac'"):
         validate(tree, "r")
     tree["continual"]["tasks"][0]["guards"] = {"sac": {"ratio": -1}}
     with pytest.raises(RecipeError, match="guards.sac"):

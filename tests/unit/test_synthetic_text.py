@@ -15,7 +15,8 @@ def test_text_only_general_questions_are_read_as_text_only_samples(synthetic_dir
     assert not any(sample.images for sample in samples)
     assert len({sample.question for sample in samples}) > 50
     first = samples[:5]
-    assert first[1].question.startswith("How many sides does a") and first[2].question.startswith("What is the opposite")
+    assert first[1].question.startswith("How many sides does a")
+    assert first[2].question.startswith("What is the opposite")
     again, _ = read_source("synthetic", str(synthetic_dir), "train", subset="general_text", **synthetic_options)
     assert [s.question for s in again] == [s.question for s in samples]
 

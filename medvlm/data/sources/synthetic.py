@@ -1,8 +1,8 @@
 """The embedded synthetic data (see :mod:`medvlm.data.synthetic`), generated on first use.
 
 Options: ``subset`` (general_caption, general_vqa, general_instruct, medical_caption, medical_vqa,
-medical_instruct, general_text — text-only general questions, e.g. UIR's inquiries), ``question_types`` (keep only these, e.g. ``[MODALITY]`` for a continual task),
-and the generator settings ``seed``, ``image_size``, ``general_images``, ``medical_images``.
+medical_instruct, general_text — text-only general questions, e.g. UIR's inquiries),
+``question_types`` (keep only these, e.g. ``[MODALITY]`` for a continual task), and the generator settings ``seed``, ``image_size``, ``general_images``, ``medical_images``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,155 @@
+"""The demo curriculum guarded against forgetting: align → instruct → finetune as continual tasks
+(SAC with its ratio chosen per stage + UIR), several seeds, against the unguarded curriculum.
+
+From the tiny general base (``recipes/continual/general_base.yaml``, built once and shared: its
+``vision``, ``base`` and ``synthetic`` directories are linked into every run), each seed runs
+``recipes/demo/pipeline_guarded.yaml`` with that seed for the three adaptation stages; with
+``--unguarded`` the same seeds also run plain ``recipes/demo/pipeline.yaml`` stages (as a guarded
+pipeline with method seq-ft, so the same probes are answered after every stage). Finished runs are
+skipped, so the benchmark resumes.
+
+Reported per variant: mean ± sample std over seeds of the final model's medical strict closed
+accuracy and open exact match and of the general probe's open exact match (the issue's targets:
+≥ 90, ≥ 80, ≥ 80), the per-stage table, and the SAC ratio chosen per stage with its sweep.
+
+    python bench/guarded_curriculum.py [--seeds 0 1 2] [--unguarded] [--threads 1] [override ...]
+
+Writes bench/results/guarded_curriculum.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import torch  # noqa: E402
+
+from medvlm.io import read_json, write_json  # noqa: E402
+from medvlm.provenance import provenance  # noqa: E402
+from medvlm.runs.pipeline import load_pipeline, run_pipeline  # noqa: E402
+from medvlm.runs.probes import probe_table  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+TASK_STAGES = ("align", "instruct", "finetune")
+SHARED = ("vision", "base", "synthetic")  # built once by recipes/continual/general_base.yaml
+log = logging.getLogger("medvlm")
+
+
+def ensure_base(base_dir: Path) -> None:
+    run_pipeline(load_pipeline(REPO / "recipes" / "continual" / "general_base.yaml", [f"output.dir={base_dir}"]))
+
+
+def variant_overrides(variant: str) -> tuple[Path, list[str]]:
+    if variant == "guarded":
+        return REPO / "recipes" / "demo" / "pipeline_guarded.yaml", []
+    # the plain curriculum, with the guarded recipe's probes after every stage and no guard
+    return REPO / "recipes" / "demo" / "pipeline_guarded.yaml", ["continual.method=seq-ft"]
+
+
+def run_one(variant: str, seed: int, base_dir: Path, work: Path, overrides: list[str]) -> dict:
+    out = work / variant / f"seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in SHARED:
+        link = out / name
+        if not link.exists():
+            link.symlink_to((base_dir / name).resolve(), target_is_directory=True)
+    recipe, own = variant_overrides(variant)
+    seeds = [f"{stage}.train.seed={seed}" for stage in TASK_STAGES]
+    pipeline = load_pipeline(recipe, [f"output.dir={out}", *seeds, *own, *overrides])
+    started = time.perf_counter()
+    result = run_pipeline(pipeline, resume=True)
+    assert result.continual is not None
+    table = probe_table(out)
+    final = {row["probe"]: row for row in table if row["model"] == TASK_STAGES[-1]}
+    summary = {"seed": seed, "wall_seconds": round(time.perf_counter() - started, 1), "table": table,
+               "medical_closed": final["medical"]["closed_accuracy"],
+               "medical_open": final["medical"]["open_exact_match"],
+               "general_open": final["general"]["open_exact_match"],
+               "general_closed": final["general"]["closed_accuracy"],
+               "metrics": result.continual["metrics"],
+               "chosen_ratio": {task: sweep["chosen"] for task, sweep in result.continual["ratio_sweeps"].items()},
+               "ratio_sweeps": result.continual["ratio_sweeps"]}
+    write_json(out / "bench_summary.json", summary)
+    return summary
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": round(statistics.mean(values), 2), "std": round(statistics.stdev(values), 2) if len(values) > 1
+            else 0.0, "n": len(values), "values": values}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--unguarded", action="store_true", help="also run the unguarded curriculum")
+    parser.add_argument("--base-dir", type=Path, default=REPO / "outputs" / "continual_base")
+    parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "guarded_bench")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--output", type=Path, default=RESULTS / "guarded_curriculum.json")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr, force=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ensure_base(args.base_dir)
+    variants = ["guarded", *(["unguarded"] if args.unguarded else [])]
+    runs: dict[str, dict[int, dict]] = {v: {} for v in variants}
+    failures = {}
+    for seed in args.seeds:
+        for variant in variants:
+            done = args.work_dir / variant / f"seed{seed}" / "bench_summary.json"
+            try:
+                runs[variant][seed] = read_json(done) if done.is_file() else \
+                    run_one(variant, seed, args.base_dir, args.work_dir, args.overrides)
+            except Exception as exc:  # one broken run must not cost the others
+                failures[f"{variant}/seed{seed}"] = "".join(traceback.format_exception_only(exc)).strip()
+                log.error("%s seed %d failed:\n%s", variant, seed, traceback.format_exc())
+            write_results(args, runs, failures)
+
+
+def write_results(args, runs: dict[str, dict[int, dict]], failures: dict) -> None:
+    summary = {}
+    for variant, by_seed in runs.items():
+        if not by_seed:
+            continue
+        rows = list(by_seed.values())
+        summary[variant] = {
+            "seeds": sorted(by_seed),
+            **{key: mean_std([r[key] for r in rows]) for key in ("medical_closed", "medical_open", "general_open",
+                                                                 "general_closed")},
+            "general_retention": mean_std([r["metrics"]["general_retention"] for r in rows]),
+            "chosen_ratio": {str(s): r["chosen_ratio"] for s, r in sorted(by_seed.items())},
+            "targets_met": {str(s): r["medical_closed"] >= 90 and r["medical_open"] >= 80 and r["general_open"] >= 80
+                            for s, r in sorted(by_seed.items())},
+        }
+    result = {
+        "benchmark": "guarded_curriculum",
+        "setup": {"recipe": "recipes/demo/pipeline_guarded.yaml", "overrides": args.overrides, "seeds": args.seeds,
+                  "base": str(args.base_dir), "work_dir": str(args.work_dir),
+                  "targets": "final model: medical strict closed >= 90, medical open exact >= 80, general open exact "
+                             ">= 80 (percent)",
+                  "unguarded_reference_from_the_issue": {"medical_closed": 93.0, "medical_open": 97.4,
+                                                         "general_open_base": 97.5, "general_open": 12.0}},
+        "summary": summary,
+        "runs": {variant: {str(s): r for s, r in sorted(by_seed.items())} for variant, by_seed in runs.items()},
+        "failures": failures,
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "load_average": os.getloadavg()},
+        "provenance": provenance(),
+    }
+    write_json(args.output, result)
+
+
+if __name__ == "__main__":
+    main()

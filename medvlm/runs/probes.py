@@ -1,0 +1,46 @@
+"""The probes of a guarded run, stage by stage: closed accuracy and open exact match of every probe
+after every task, read back from the run directory.
+
+``continual.json`` pools each probe into one accuracy (closed and open together); a curriculum is
+judged on both halves separately (medical strict closed and open exact, general open exact), so
+summaries and benchmarks read the probes' ``scores.json`` instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medvlm.continual.record import read_continual_record
+from medvlm.data.jsonfiles import load_json
+from medvlm.errors import DataError
+from medvlm.rundir import SCORES, ContinualDir
+
+
+def probe_table(output_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per (model, probe): the initial model first, then each task; strict closed accuracy and
+    open exact match (percent) pooled over the probe's sources, with their counts."""
+    layout = ContinualDir(Path(output_dir))
+    record = read_continual_record(layout.record)
+    models = [("initial", layout.initial_eval)]
+    models += [(task, layout.task(index, task).eval) for index, task in enumerate(record.tasks, start=1)]
+    rows = []
+    for model, eval_dir in models:
+        for probe in record.probes:
+            files = sorted((eval_dir / probe).glob(f"*/{SCORES}"))
+            if not files:
+                raise DataError(f"no scores of probe '{probe}'", file=str(eval_dir / probe))
+            counts = {"closed": 0, "open": 0}
+            hits = {"closed": 0.0, "open": 0.0}
+            for file in files:
+                strict = load_json(file)["metrics"]["strict"]
+                for kind, key in (("closed", "closed_accuracy"), ("open", "open_exact_match")):
+                    n = int(strict[f"n_{kind}"])
+                    counts[kind] += n
+                    hits[kind] += (strict[key] or 0.0) * n / 100.0
+            rows.append({"model": model, "probe": probe, "n_closed": counts["closed"], "n_open": counts["open"],
+                         "closed_accuracy": round(100.0 * hits["closed"] / counts["closed"], 2)
+                         if counts["closed"] else None,
+                         "open_exact_match": round(100.0 * hits["open"] / counts["open"], 2)
+                         if counts["open"] else None})
+    return rows
