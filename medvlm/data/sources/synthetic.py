@@ -2,7 +2,8 @@
 
 Options: ``subset`` (general_caption, general_vqa, general_instruct, medical_caption, medical_vqa,
 medical_instruct, general_text — text-only general questions, e.g. UIR's inquiries),
-``question_types`` (keep only these, e.g. ``[MODALITY]`` for a continual task), and the generator settings ``seed``, ``image_size``, ``general_images``, ``medical_images``.
+``question_types`` (keep only these, e.g. ``[MODALITY]`` for a continual task), and the generator
+settings ``seed``, ``image_size``, ``general_images``, ``medical_images``.
 """
 
 from __future__ import annotations
