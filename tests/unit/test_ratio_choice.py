@@ -38,7 +38,8 @@ def test_weighted_sum_and_ties() -> None:
     assert choose_ratio(tied, SacAutoSpec(general=GENERAL)) == 0.4  # ties keep more of the update
     # loss as the validation metric enters as minus the loss: lower loss wins
     losses = [{"ratio": 0.2, "validation": -2.5, "retention": 1.0},
-              {"ratio": 0.6, "validation": -1.9, "retention": 0.95}, {"ratio": 1.0, "validation": -1.7, "retention": 0.7}]
+              {"ratio": 0.6, "validation": -1.9, "retention": 0.95},
+              {"ratio": 1.0, "validation": -1.7, "retention": 0.7}]
     assert choose_ratio(losses, SacAutoSpec(general=GENERAL, metric="loss")) == 0.6
 
 
