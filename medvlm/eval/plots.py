@@ -158,6 +158,32 @@ def method_bars(rows: list[dict[str, Any]], metrics: list[str], title: str) -> s
     return _png(figure)
 
 
+def ratio_sweeps(sweeps: dict[str, dict[str, Any]], title: str) -> str:
+    """SAC's ratio chosen per task (``sac.ratio: auto``): for each task, the validation score (left axis)
+    and general retention (right axis, with the criterion's floor) against r, the chosen r marked."""
+    figure, axes = plt.subplots(1, len(sweeps), figsize=(3.6 * len(sweeps), 3.0), squeeze=False)
+    for axis, (task, sweep) in zip(axes[0], sweeps.items(), strict=True):
+        rows = sweep["results"]
+        ratios = [row["ratio"] for row in rows]
+        loss = sweep.get("metric") == "loss"
+        scores = [-row["validation"] if loss else row["validation"] for row in rows]
+        axis.plot(ratios, scores, marker="o", color="#3182bd")
+        axis.set_ylabel("validation loss" if loss else "validation accuracy (%)", color="#3182bd", fontsize=8)
+        axis.set_xlabel("SAC ratio r", fontsize=8)
+        other = axis.twinx()
+        other.plot(ratios, [row["retention"] for row in rows], marker="s", color="#e6550d")
+        if sweep.get("criterion") == "floor":
+            other.axhline(sweep["retention_floor"], color="#e6550d", linestyle=":", linewidth=0.8)
+        other.set_ylabel("general retention", color="#e6550d", fontsize=8)
+        axis.axvline(sweep["chosen"], color="black", linestyle="--", linewidth=0.8)
+        axis.set_title(f"{task}: r = {sweep['chosen']:g}", fontsize=9)
+        axis.tick_params(labelsize=7)
+        other.tick_params(labelsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return _png(figure)
+
+
 def thumbnail(image: dict[str, Any] | None, side: int = 128) -> str | None:
     """A PNG thumbnail from pixels only, or None when the image cannot be read (never an error).
 

@@ -371,6 +371,9 @@ def build_report(
     figures = {
         "entries": [_figures(entry) for entry in entries],
         "continual": [_continual_figures(run) for run in continual_runs],
+        "sweeps": [plots.ratio_sweeps(run["ratio_sweeps"], f"{run['method']} (seed {run['seed']}): SAC ratio per "
+                                      "task — validation score and general retention vs r")
+                   if run.get("ratio_sweeps") else None for run in continual_runs],
         # general retention is a ratio, not percent: it stays in the table, off the percent axis
         "methods": plots.method_bars(report["continual_methods"], [m for m in CONTINUAL_METRICS
                                                                    if m != "general_retention"],
