@@ -1,0 +1,35 @@
+"""The shipped guarded curricula resolve: stages as tasks, per-stage guards, no test split to tune on."""
+
+from __future__ import annotations
+
+from medvlm.runs.pipeline import guarded_sequence, load_pipeline
+from tests.conftest import REPO
+
+
+def test_demo_guarded_curriculum() -> None:
+    pipeline = load_pipeline(REPO / "recipes" / "demo" / "pipeline_guarded.yaml")
+    sequence = guarded_sequence(pipeline)
+    spec = sequence.spec
+    assert [task.name for task in sequence.tasks] == ["align", "instruct", "finetune"]
+    assert spec.method == "sac+uir" and spec.sac.ratio == "auto"
+    assert [name for name, _ in sequence.probe_sets()] == ["medical", "general"]
+    align, instruct, finetune = sequence.tasks
+    assert align.guards.skip == ["uir"] and spec.sac_for(align.guards).auto.metric == "loss"
+    assert spec.sac_for(instruct.guards).auto.metric == "loss"
+    assert spec.sac_for(finetune.guards).auto.metric == "accuracy"
+    assert all(source.split == "train" for source in spec.sac.auto.general)
+    assert spec.uir.inquiries[0].options["subset"] == "general_text" and not spec.uir.drop_images
+    assert align.stage.train.stage == "align" and align.stage.data.template == "plain"
+
+
+def test_llava_med_guarded_curriculum(monkeypatch) -> None:
+    for variable in ("MEDVLM_BASE_MODEL", "LLAVA_MED_DATA", "VQA_RAD_DIR", "MEDVLM_RUNS", "MEDVLM_TEXT_INQUIRIES",
+                     "MEDVLM_GENERAL_VALIDATION", "MEDVLM_GENERAL_PROBE"):
+        monkeypatch.setenv(variable, "/nonexistent")
+    pipeline = load_pipeline(REPO / "recipes" / "llava_med" / "pipeline_guarded.yaml")
+    sequence = guarded_sequence(pipeline)
+    assert [task.name for task in sequence.tasks] == ["align", "instruct", "vqa_rad"]
+    assert [task.stage.peft.method for task in sequence.tasks] == ["none", "lora", "lora"]
+    assert sequence.tasks[0].guards.skip == ["uir"]
+    assert [name for name, _ in sequence.probe_sets()] == ["medical", "general"]  # align/instruct have no own probe
+    assert sequence.spec.sac.auto.general[0].split == "validation"
