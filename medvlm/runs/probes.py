@@ -44,3 +44,41 @@ def probe_table(output_dir: str | Path) -> list[dict[str, Any]]:
                          "open_exact_match": round(100.0 * hits["open"] / counts["open"], 2)
                          if counts["open"] else None})
     return rows
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def stage_summary(output_dir: str | Path) -> tuple[dict[str, Any], str]:
+    """Medical accuracy and general retention side by side, per stage, of a guarded run: a JSON-able
+    summary and its Markdown table."""
+    record = read_continual_record(ContinualDir(Path(output_dir)).record)
+    table = probe_table(output_dir)
+    general = record.probes.index(record.provenance.get("general_probe", "general")) \
+        if record.provenance.get("general_probe", "general") in record.probes else None
+    rows = []
+    for index, model in enumerate(["initial", *record.tasks]):
+        cells = {row["probe"]: row for row in table if row["model"] == model}
+        retention = None
+        if general is not None and record.accuracy[0][general]:
+            retention = record.accuracy[index][general] / record.accuracy[0][general]
+        sweep = record.ratio_sweeps.get(model)
+        rows.append({"model": model, "probes": cells, "general_retention": retention,
+                     "sac_ratio": sweep["chosen"] if sweep else None})
+    probes = record.probes
+    header = ["stage"] + [f"{p} {kind}" for p in probes for kind in ("closed", "open exact")] + \
+        ["general retention", "SAC r"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["model"]]
+        for probe in probes:
+            cell = row["probes"][probe]
+            cells += [_fmt(cell["closed_accuracy"]), _fmt(cell["open_exact_match"])]
+        cells += ["—" if row["general_retention"] is None else f"{row['general_retention']:.3f}",
+                  "—" if row["sac_ratio"] is None else f"{row['sac_ratio']:g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join([f"Method {record.method}: strict closed accuracy and open exact match (percent) of every probe "
+                      "after every stage; general retention = pooled general accuracy / the initial model's.", "",
+                      *lines, ""])
+    return {"method": record.method, "rows": rows}, text
