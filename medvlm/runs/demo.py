@@ -50,13 +50,15 @@ def summarize(evaluations: dict[str, dict[str, dict[str, Any]]], seconds: dict[s
     return {"wall_seconds": round(wall, 2), "stage_seconds": seconds, "results": rows}, text
 
 
-def run_demo(output: str | Path, overrides: list[str] | None = None, recipe: str | Path | None = None) -> str:
+def run_demo(output: str | Path, overrides: list[str] | None = None, recipe: str | Path | None = None,
+             guarded: bool = False) -> str:
     recipe_path = Path(recipe) if recipe else recipes_dir() / "demo" / "pipeline.yaml"
     if not recipe_path.is_file():
         raise MedvlmError(f"{recipe_path}: demo recipe not found (medvlm must be installed from its "
                           "repository checkout, or pass --recipe)")
     started = time.perf_counter()
-    pipeline = load_pipeline(recipe_path, [f"output.dir={output}", *(overrides or [])])
+    plain = [text for text in overrides or [] if not text.startswith("continual.")]  # those address --guarded
+    pipeline = load_pipeline(recipe_path, [f"output.dir={output}", *plain])
     result = run_pipeline(pipeline)
     wall = time.perf_counter() - started
     summary, text = summarize(result.evaluations, result.stage_seconds, wall)
@@ -65,6 +67,10 @@ def run_demo(output: str | Path, overrides: list[str] | None = None, recipe: str
     final = result.evaluations.get(final_stage, {})
     if final:
         write_json(out / SCORES, next(iter(final.values())))
+    if guarded:  # the curriculum again, guarded, beside this one (medvlm.runs.guarded_demo)
+        from medvlm.runs.guarded_demo import run_guarded_demo
+
+        text += "\n" + run_guarded_demo(out, overrides)
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", text)
     if final:

@@ -62,3 +62,26 @@ def test_full_demo_meets_its_targets(tmp_path: Path) -> None:
     assert final["closed_accuracy"] >= 90.0 and final["open_exact_match"] >= 80.0
     assert base["closed_accuracy"] <= 60.0 and base["open_exact_match"] <= 20.0  # near chance before adaptation
     assert wall <= 15 * 60  # 10 minutes is the target on an idle 2-core machine; CI shares its cores
+
+
+GUARDED_SHORT = [*SHORT, "continual.sac.auto.grid=[0.5, 1.0]", "continual.sac.auto.validation_samples=8",
+                 "continual.sac.auto.general=[{dataset: synthetic, path: '${output_dir}/synthetic', split: train, "
+                 "limit: 16, options: {subset: general_vqa}}]"]
+
+
+@pytest.mark.slow
+def test_shortened_guarded_demo_compares_the_curricula_per_stage(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    text = run_demo(out, overrides=GUARDED_SHORT, guarded=True)
+    guarded = out / "guarded"
+    assert (guarded / "base").is_symlink() and (guarded / "vision").is_symlink()  # the general model is reused
+    record = json.loads((guarded / "continual.json").read_text())
+    assert record["tasks"] == ["align", "instruct", "finetune"] and record["probes"] == ["medical", "general"]
+    assert set(record["ratio_sweeps"]) == {"align", "instruct", "finetune"}
+    assert "## Guarded curriculum" in text and "| finetune |" in text
+    assert (out / "summary.md").read_text().count("| finetune |") == 3  # plain (medical, general), guarded
+    assert (guarded / "report.html").stat().st_size > 10_000
+    rows = json.loads((guarded / "summary.json").read_text())["rows"]
+    assert [row["model"] for row in rows] == ["initial", "align", "instruct", "finetune"]
+    assert rows[0]["general_retention"] in (None, 1.0)  # None: the shortened base answers nothing right
+    assert rows[1]["sac_ratio"] in (0.5, 1.0)
