@@ -71,7 +71,7 @@ def test_stages_run_as_tasks_with_the_pre_stage_teacher_and_sac_on_what_each_sta
         return model
 
     monkeypatch.setattr(TaskContext, "teacher", recording_teacher)
-    path = guarded_pipeline(tmp_path, synthetic_dir, synthetic_options, "guarded",
+    path = guarded_pipeline(tmp_path, synthetic_dir, synthetic_options, "guarded", method="sac+uir+lwf",
                             finetune={"guards": {"skip": ["uir"]}})
     result = run_pipeline(load_pipeline(path))
     out = tmp_path / "guarded"
@@ -86,14 +86,18 @@ def test_stages_run_as_tasks_with_the_pre_stage_teacher_and_sac_on_what_each_sta
 
     initial = out / "initial" / "model"
     align_dir, finetune_dir = out / "tasks" / "01-align", out / "tasks" / "02-finetune"
-    # UIR's teacher for the align stage is the model before it, weight for weight; the finetune stage has
-    # UIR turned off, so no teacher is loaded for it
-    before, _ = load_pretrained(initial)
-    assert set(teachers) == {"align"}
-    assert all(torch.equal(teachers["align"][k], v) for k, v in before.state_dict().items())
+    # each stage's teacher (shared by UIR and LwF) is the model before it, weight for weight: θ_0 for
+    # align, the consolidated align model (not the one align trained) for finetune
+    assert set(teachers) == {"align", "finetune"}
+    for name, before_dir in (("align", initial), ("finetune", align_dir / "model")):
+        before, _ = load_pretrained(before_dir)
+        assert all(torch.equal(teachers[name][k], v) for k, v in before.state_dict().items()), name
+    trained_align, _ = load_pretrained(align_dir / "train" / "model")
+    assert not all(torch.equal(teachers["finetune"][k], v) for k, v in trained_align.state_dict().items())
     align_task = json.loads((align_dir / "task.json").read_text())
     finetune_task = json.loads((finetune_dir / "task.json").read_text())
-    assert "uir" in align_task["guards"] and finetune_task["guards"] == {} and finetune_task["skip"] == ["uir"]
+    assert set(align_task["guards"]) == {"uir", "lwf"}
+    assert set(finetune_task["guards"]) == {"lwf"} and finetune_task["skip"] == ["uir"]  # UIR off for this stage
 
     # SAC on the projector-only stage: every tensor outside the projector is θ_{t−1} exactly; the
     # projector is θ_{t−1} + SAC(Δ), neither end of the update
