@@ -7,7 +7,7 @@ import pytest
 from medvlm.errors import RecipeError
 from medvlm.recipe import load_recipe
 from medvlm.runs import is_continual_recipe
-from medvlm.runs.continual import _components
+from medvlm.runs.continual import method_components, sequence_of
 from tests.conftest import REPO
 
 ENV = {name: f"/tmp/{name.lower()}" for name in (
@@ -21,7 +21,7 @@ def test_shipped_continual_recipes_validate(path: str, monkeypatch) -> None:
         monkeypatch.setenv(key, value)
     assert is_continual_recipe(REPO / path)
     recipe = load_recipe(REPO / path)
-    consolidator, guards = _components(recipe)
+    consolidator, guards = method_components(sequence_of(recipe), recipe)
     assert recipe.continual.method == "sac+uir" and consolidator == "sac" and [n for n, _ in guards] == ["uir"]
     assert len(recipe.continual.tasks) == 3 and [p.name for p in recipe.continual.probes] == ["general"]
 
@@ -38,3 +38,4 @@ def test_continual_section_errors_name_the_key(tmp_path) -> None:
     with pytest.raises(RecipeError, match="repeated: a"):
         load_recipe(path)
     assert not is_continual_recipe(REPO / "recipes" / "demo" / "pipeline.yaml")
+    assert not is_continual_recipe(REPO / "recipes" / "demo" / "pipeline_guarded.yaml")  # a guarded pipeline
