@@ -19,7 +19,7 @@ from medvlm.errors import ModelError
 from medvlm.model.export import export_model, read_run_recipe
 from medvlm.recipe import load_recipe
 from medvlm.train.stage import run_stage
-from tests.unit.test_peft_checkpoints import write_recipe
+from tests.integration.test_peft_checkpoints import write_recipe
 
 QUESTION = "Is there a lesion?"
 NEW_TOKENS = 6
