@@ -501,9 +501,13 @@ def resolve(tree: dict[str, Any], origin: str, variables: dict[str, str] | None 
 def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
                 variables: dict[str, str] | None = None) -> Recipe:
     """Read a recipe file with its bases and overrides into a validated :class:`Recipe`."""
+    return recipe_from_tree(load_tree(path, overrides), path, variables)
+
+
+def recipe_from_tree(tree: dict[str, Any], path: str | os.PathLike,
+                     variables: dict[str, str] | None = None) -> Recipe:
+    """The :class:`Recipe` of a tree :func:`load_tree` read from ``path`` (its origin and ``recipe_dir``)."""
     path = Path(path)
-    origin = str(path)
-    tree = load_tree(path, overrides)
-    tree.setdefault("source_file", str(path.resolve()))
+    tree = {"source_file": str(path.resolve()), **tree}
     names = {"recipe_dir": str(path.resolve().parent), **(variables or {})}
-    return resolve(tree, origin, names)
+    return resolve(tree, str(path), names)
