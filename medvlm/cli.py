@@ -290,8 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "or an adapter directory (adapters are merged into their base)")
     _add_dataset_args(p)
     p.add_argument("--output", required=True, help="answer file (JSONL); resumes if it exists")
-    p.add_argument("--template", default="vicuna_v1")
-    p.add_argument("--system-prompt")
+    p.add_argument("--template", help="conversation template (default: the one the model was trained with, "
+                   "from its prompt.json or run recipe; vicuna_v1 when it has neither)")
+    p.add_argument("--system-prompt", help="system prompt (default: the one the model was trained with; "
+                   "\"\" for none)")
     p.add_argument("--prompt-style", choices=("plain", "short_answer", "llava_med_closed"), default="plain")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=32)

@@ -8,13 +8,25 @@ way they do when segments are tokenised separately (the original LLaVA code's mu
 Each template also has a Jinja chat template that renders the same text, saved with exported
 models so plain ``transformers`` reproduces medvlm's prompts.
 
-Layouts (``{bos}``/``{eos}`` are the tokenizer's own tokens):
+Layouts (``{bos}``/``{eos}`` are the tokenizer's own tokens). Names, system prompts and separators
+are those of the original LLaVA code's ``llava/conversation.py`` (``llava-torch`` 1.2.2, which
+LLaVA-Med v1.5 shares), checked against it by ``tests/reference/original_llava.py``:
 
 * ``plain`` (stage 1): ``{bos}<image>`` + caption + ``\\n``; the instruction is dropped.
-* ``vicuna_v1`` (LLaVA-1.5): ``{bos}{system} USER: {q} ASSISTANT: {a}{eos}USER: ...``
-* ``mistral_instruct`` (LLaVA-Med v1.5): ``{bos}[INST] {q} [/INST] {a}{eos}[INST] ...``
-* ``llava_med_legacy`` (LLaVA / LLaVA-Med v1, "###" separators):
+* ``vicuna_v1`` (LLaVA-1.5, ``--version v1``): ``{bos}{system} USER: {q} ASSISTANT: {a}{eos}USER: ...``
+  with "A chat between a curious user ... the user's questions".
+* ``llava_v1``: the same layout with "A chat between a curious human ... the human's questions".
+* ``mistral_instruct`` (LLaVA-Med v1.5): ``{bos}[INST] {q} [/INST] {a} {eos}[INST] ...`` (the
+  original's Llama-2 separator style: a space before the end-of-turn token); a system prompt, when
+  given, is wrapped as Llama 2 wraps it (``<<SYS>>\\n{system}\\n<</SYS>>\\n\\n``) into the first question.
+* ``llava_med_legacy`` (LLaVA-Med v1.0, "###" separators; not in the original LLaVA package):
   ``{system}\\n\\n### Human: {q}\\n### Assistant: {a}\\n### Human: ...``
+
+The original code tokenises the text on each side of ``<image>`` separately, so a sentencepiece
+tokenizer's dummy prefix ("▁") starts the text after every image. A tokenizer that adds that prefix
+only at the start of the whole text (transformers' non-legacy Llama tokenizer) needs a space after
+``<image>`` to give the same ids: :func:`image_gap` finds out, and both the Python rendering and the
+chat template put it there.
 """
 
 from __future__ import annotations
@@ -25,8 +37,10 @@ from medvlm.data.records import IMAGE_PLACEHOLDER, Turn
 from medvlm.errors import DataError
 from medvlm.registry import Registry
 
-VICUNA_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
-                 "The assistant gives helpful, detailed, and polite answers to the human's questions.")
+VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+                 "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+LLAVA_V1_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
+                   "The assistant gives helpful, detailed, and polite answers to the human's questions.")
 LLAVA_MED_SYSTEM = (
     "You are LLaVA-Med, a large language and vision assistant trained by a group of researchers at "
     "Microsoft, based on the general domain LLaVA architecture. You are able to understand the visual "
@@ -89,15 +103,18 @@ class Template:
     def assistant_body(self, text: str, eos: str) -> str:
         raise NotImplementedError
 
-    def jinja(self) -> str:
+    def jinja(self, system: str | None = None) -> str:
+        """The chat template's Jinja source; ``system`` (None: the template's default) is used when the
+        messages bring none."""
         raise NotImplementedError
 
     # -- rendering ---------------------------------------------------------------------------------
     def render(self, turns: list[Turn], *, bos: str = "", eos: str = "", system: str | None = None,
-               add_generation_prompt: bool = False) -> Rendered:
+               add_generation_prompt: bool = False, image_gap: str = "") -> Rendered:
         """Render ``turns``; assistant bodies are supervised spans.
 
-        With ``add_generation_prompt`` the text ends where the model's next reply would start.
+        With ``add_generation_prompt`` the text ends where the model's next reply would start;
+        ``image_gap`` follows every ``<image>`` (see :func:`image_gap`).
         """
         _check_alternation(turns)
         out = _Builder()
@@ -110,7 +127,16 @@ class Template:
                 out.add(self.assistant_body(turn.text, eos), supervised=True)
         if add_generation_prompt:
             out.add(self.assistant_header())
-        return out.build()
+        return expand_image_placeholders(out.build(), IMAGE_PLACEHOLDER + image_gap)
+
+    def chat_template(self, system: str | None = None, image_gap: str = "") -> str:
+        """The Jinja chat template saved with a model: ``system`` is its default system prompt (None: the
+        template's own), and every ``<image>`` it renders is followed by ``image_gap``."""
+        body = self.jinja(system)
+        if not image_gap:
+            return body
+        return ("{%- filter replace('<image>', " + repr(IMAGE_PLACEHOLDER + image_gap) + ") -%}" + body
+                + "{%- endfilter -%}")
 
 
 def _check_alternation(turns: list[Turn]) -> None:
@@ -145,7 +171,7 @@ class Plain(Template):
     def assistant_body(self, text: str, eos: str) -> str:
         return text + "\n"
 
-    def jinja(self) -> str:
+    def jinja(self, system: str | None = None) -> str:
         return (
             _CONTENT_MACRO + "{{ bos_token }}"
             "{%- for m in messages -%}"
@@ -159,6 +185,8 @@ class Plain(Template):
 
 @dataclass(frozen=True)
 class VicunaV1(Template):
+    """The original's ``SeparatorStyle.TWO`` with ``sep=" "``, ``sep2=eos`` (``vicuna_v1``, ``llava_v1``)."""
+
     default_system: str | None = VICUNA_SYSTEM
 
     def prefix(self, bos: str, system: str | None) -> str:
@@ -173,8 +201,8 @@ class VicunaV1(Template):
     def assistant_body(self, text: str, eos: str) -> str:
         return f" {text}{eos}"
 
-    def jinja(self) -> str:
-        system = self.default_system or ""
+    def jinja(self, system: str | None = None) -> str:
+        system = (self.default_system if system is None else system) or ""
         return (
             _CONTENT_MACRO + "{{ bos_token }}"
             "{%- if messages[0]['role'] == 'system' -%}{%- set system = content(messages[0]) -%}"
@@ -193,15 +221,18 @@ class VicunaV1(Template):
 
 @dataclass(frozen=True)
 class MistralInstruct(Template):
+    """The original's ``SeparatorStyle.LLAMA_2`` with ``sep=""``, ``sep2=eos`` (``mistral_instruct``)."""
+
     default_system: str | None = ""
 
     def prefix(self, bos: str, system: str | None) -> str:
         return bos
 
     def render(self, turns: list[Turn], *, system: str | None = None, **kwargs) -> Rendered:  # type: ignore[override]
-        if system:  # Mistral has no system role: prepend it to the first question, as LLaVA-Med does
+        system = self.default_system if system is None else system
+        if system:  # no system role: wrapped into the first question, as the original's Llama-2 style does
             first = turns[0]
-            turns = [Turn(first.role, f"{system}\n\n{first.text}"), *turns[1:]]
+            turns = [Turn(first.role, f"<<SYS>>\n{system}\n<</SYS>>\n\n{first.text}"), *turns[1:]]
         return super().render(turns, system="", **kwargs)
 
     def user(self, text: str) -> str:
@@ -211,19 +242,22 @@ class MistralInstruct(Template):
         return ""
 
     def assistant_body(self, text: str, eos: str) -> str:
-        return f" {text}{eos}"
+        return f" {text} {eos}"
 
-    def jinja(self) -> str:
+    def jinja(self, system: str | None = None) -> str:
         return (
             _CONTENT_MACRO + "{{ bos_token }}"
             "{%- if messages[0]['role'] == 'system' -%}"
-            "{%- set system = content(messages[0]) + '\\n\\n' -%}{%- set loop_messages = messages[1:] -%}"
-            "{%- else -%}{%- set system = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+            "{%- set system = content(messages[0]) -%}{%- set loop_messages = messages[1:] -%}"
+            "{%- else -%}{%- set system = " + repr(self.default_system if system is None else system) + " -%}"
+            "{%- set loop_messages = messages -%}"
+            "{%- endif -%}"
+            "{%- if system -%}{%- set system = '<<SYS>>\\n' + system + '\\n<</SYS>>\\n\\n' -%}{%- endif -%}"
             "{%- for m in loop_messages -%}"
             "{%- if m['role'] == 'user' -%}"
             "{{ '[INST] ' + (system if loop.first else '') + content(m) + ' [/INST]' }}"
             "{%- elif m['role'] == 'assistant' -%}"
-            "{% generation %}{{ ' ' + content(m) + eos_token }}{% endgeneration %}"
+            "{% generation %}{{ ' ' + content(m) + ' ' + eos_token }}{% endgeneration %}"
             "{%- endif -%}{%- endfor -%}"
         )
 
@@ -247,12 +281,12 @@ class LlavaMedLegacy(Template):
     def assistant_body(self, text: str, eos: str) -> str:
         return f" {text}\n###"
 
-    def jinja(self) -> str:
+    def jinja(self, system: str | None = None) -> str:
         return (
             _CONTENT_MACRO + "{{ bos_token }}"
             "{%- if messages[0]['role'] == 'system' -%}{%- set system = content(messages[0]) -%}"
             "{%- set loop_messages = messages[1:] -%}"
-            "{%- else -%}{%- set system = " + repr(self.default_system) + " -%}"
+            "{%- else -%}{%- set system = " + repr(self.default_system if system is None else system) + " -%}"
             "{%- set loop_messages = messages -%}{%- endif -%}"
             "{{ system + '\\n\\n###' }}"
             "{%- for m in loop_messages -%}"
@@ -264,9 +298,46 @@ class LlavaMedLegacy(Template):
         )
 
 
+def expand_image_placeholders(rendered: Rendered, replacement: str) -> Rendered:
+    """Replace each ``<image>`` by ``replacement``, shifting the supervised spans to match."""
+    if IMAGE_PLACEHOLDER not in rendered.text or replacement == IMAGE_PLACEHOLDER:
+        return rendered
+    pieces = rendered.text.split(IMAGE_PLACEHOLDER)
+    growth = len(replacement) - len(IMAGE_PLACEHOLDER)
+    placeholder_starts, position = [], 0
+    for piece in pieces[:-1]:
+        position += len(piece)
+        placeholder_starts.append(position)
+        position += len(IMAGE_PLACEHOLDER)
+
+    def shift(offset: int) -> int:
+        return offset + growth * sum(1 for start in placeholder_starts if start < offset)
+
+    return Rendered(replacement.join(pieces), [(shift(s), shift(e)) for s, e in rendered.supervised])
+
+
+def image_gap(tokenizer, image_token: str = IMAGE_PLACEHOLDER) -> str:
+    """What must follow ``<image>`` for the text after it to tokenise as the original LLaVA code's
+    separate tokenisation of that text does: ``" "`` or ``""``.
+
+    A sentencepiece-style tokenizer that puts its dummy prefix ("▁") only at the very start of a text
+    (transformers' non-legacy Llama tokenizer) drops it after the image token, where the original
+    code, tokenising the text after ``<image>`` on its own, has it; a space there brings it back.
+    Byte-level tokenizers and legacy ones (prefix after every special token) need nothing.
+    """
+    if image_token not in tokenizer.get_vocab():
+        return ""
+    probe = "\nA"
+    alone = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    for gap in ("", " "):
+        if tokenizer(image_token + gap + probe, add_special_tokens=False)["input_ids"][1:] == alone:
+            return gap
+    return ""
+
+
 TEMPLATES: Registry[Template] = Registry("conversation template")
-for _template in (Plain("plain"), VicunaV1("vicuna_v1"), MistralInstruct("mistral_instruct"),
-                  LlavaMedLegacy("llava_med_legacy")):
+for _template in (Plain("plain"), VicunaV1("vicuna_v1"), VicunaV1("llava_v1", default_system=LLAVA_V1_SYSTEM),
+                  MistralInstruct("mistral_instruct"), LlavaMedLegacy("llava_med_legacy")):
     TEMPLATES.register(_template.name)(_template)
 
 

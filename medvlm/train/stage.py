@@ -48,6 +48,7 @@ from medvlm.model.build import (
     summarize,
 )
 from medvlm.model.export import Source, export_adapter, run_base_model, save_llava_dir
+from medvlm.model.prompting import TrainedPrompt
 from medvlm.model.quant import quantization_config
 from medvlm.provenance import provenance
 from medvlm.recipe import Recipe, SourceSpec
@@ -155,7 +156,7 @@ def _callbacks(recipe: Recipe, out: Path) -> list:
     return callbacks
 
 
-def save_trained(trainer: MedvlmTrainer, processor, template: str, out: Path, adapter: bool) -> Path:
+def save_trained(trainer: MedvlmTrainer, processor, prompt: TrainedPrompt, out: Path, adapter: bool) -> Path:
     """Save what the Trainer trained: ``out/model`` (full model) or ``out/adapter`` (adapter + projector).
 
     ``Trainer.save_model`` gathers ZeRO-3 shards (a collective: every process calls this) and writes
@@ -168,7 +169,8 @@ def save_trained(trainer: MedvlmTrainer, processor, template: str, out: Path, ad
     trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
         (staging / "training_args.bin").unlink(missing_ok=True)
-        processor.chat_template = get_template(template).jinja()
+        prompt.apply(processor)
+        prompt.write(staging)
         processor.save_pretrained(staging)
         replace_dir(staging, final)
     return final
@@ -176,20 +178,20 @@ def save_trained(trainer: MedvlmTrainer, processor, template: str, out: Path, ad
 
 def finish_adapter_run(recipe: Recipe, processor, out: Path) -> Path:
     """``out/model`` of an adapter run: the merged model, or (merge_at_end=false) the adapter itself."""
-    template = get_template(recipe.data.template).jinja()
+    prompt = TrainedPrompt.of(recipe.data)
     if recipe.peft.merge_at_end:
         base, _ = run_base_model(recipe)
-        return save_llava_dir(merge_adapter(base, out / "adapter"), processor, out / "model", template)
+        return save_llava_dir(merge_adapter(base, out / "adapter"), processor, out / "model", prompt)
     base_dir = recipe.model.path
     if base_dir is None:  # a tiny preset: give the adapter a base directory to name
         base, _ = load_model(recipe.model, template=recipe.data.template)
-        base_dir = save_llava_dir(base, processor, out / "base", template)
+        base_dir = save_llava_dir(base, processor, out / "base", prompt)
     return export_adapter(Source(out / "adapter", True, recipe), out / "model", base_dir=base_dir)
 
 
-def save_final_model(model: torch.nn.Module, processor, template: str, out: Path) -> Path:
+def save_final_model(model: torch.nn.Module, processor, prompt: TrainedPrompt, out: Path) -> Path:
     """Write a plain in-memory model (the contrastive stage's tower) to ``out/model``."""
-    return save_llava_dir(model, processor, out / "model", get_template(template).jinja())
+    return save_llava_dir(model, processor, out / "model", prompt)
 
 
 @dataclass
@@ -283,9 +285,9 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
     is_main = trainer.is_world_process_zero()
     if recipe.train.stage == "contrastive":
         if is_main:
-            save_final_model(model, processor, recipe.data.template, out)
+            save_final_model(model, processor, TrainedPrompt.of(recipe.data), out)
     else:
-        save_trained(trainer, processor, recipe.data.template, out, adapter=adapters)
+        save_trained(trainer, processor, TrainedPrompt.of(recipe.data), out, adapter=adapters)
     forget_deepspeed_config()
     if adapters:
         del trainer, setup, model  # free the training model before loading the base to merge into
