@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from medvlm.data.images import ImagePreparer, PixelCache, cache_key, load_image, resolve_image_path
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample, Turn
-from medvlm.data.templates import Rendered, Template, expand_image_placeholders, image_gap
+from medvlm.data.templates import Rendered, Template, chunk_gap, expand_image_placeholders
 from medvlm.errors import DataError
 
 IGNORE_INDEX = -100
@@ -70,11 +70,11 @@ class ConversationEncoder:
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         self.bos = tokenizer.bos_token or ""
         self.eos = tokenizer.eos_token or ""
-        self.image_gap = image_gap(tokenizer, self.image_token)
+        self.gap = chunk_gap(tokenizer, self.image_token)
 
     def _render(self, turns: list[Turn], generation: bool) -> Rendered:
         rendered = self.template.render(turns, bos=self.bos, eos=self.eos, system=self.system_prompt,
-                                        add_generation_prompt=generation, image_gap=self.image_gap)
+                                        add_generation_prompt=generation, gap=self.gap)
         return expand_image_placeholders(rendered, self.image_token * self.image_token_count)
 
     def _tokenize(self, rendered: Rendered, n_images: int, sample_id: str) -> tuple[list[int], list[int]]:

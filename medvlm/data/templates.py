@@ -22,11 +22,11 @@ LLaVA-Med v1.5 shares), checked against it by ``tests/reference/original_llava.p
 * ``llava_med_legacy`` (LLaVA-Med v1.0, "###" separators; not in the original LLaVA package):
   ``{system}\\n\\n### Human: {q}\\n### Assistant: {a}\\n### Human: ...``
 
-The original code tokenises the text on each side of ``<image>`` separately, so a sentencepiece
-tokenizer's dummy prefix ("▁") starts the text after every image. A tokenizer that adds that prefix
-only at the start of the whole text (transformers' non-legacy Llama tokenizer) needs a space after
-``<image>`` to give the same ids: :func:`image_gap` finds out, and both the Python rendering and the
-chat template put it there.
+The original code tokenises the prompt in chunks, split at each ``<image>`` (bos, then each chunk
+on its own), so a sentencepiece tokenizer's dummy prefix ("▁") starts the text after the bos token
+and after every image. transformers' non-legacy Llama tokenizer puts it only at the very start of a
+text; a space at those places brings it back. :func:`chunk_gap` finds out from the tokenizer, and
+both the Python rendering and the chat template put it there.
 """
 
 from __future__ import annotations
@@ -70,31 +70,54 @@ class _Builder:
         return Rendered("".join(self.parts), self.spans)
 
 
-# Shared Jinja pieces: message content may be a string or a list of {"type": image|text} parts.
-_CONTENT_MACRO = (
-    "{%- macro content(m) -%}"
-    "{%- if m['content'] is string -%}{{ m['content'] }}"
-    "{%- else -%}{%- for part in m['content'] -%}"
-    "{%- if part['type'] == 'image' -%}{{ '<image>\\n' }}"
-    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{%- endmacro -%}"
-)
+def _content_macro(gap: str) -> str:
+    """Jinja macro rendering message content (a string, or a list of {"type": image|text} parts); the
+    text after each ``<image>`` starts with ``gap`` (see :func:`chunk_gap`), as :func:`gap_images` does."""
+    return (
+        "{%- macro content(m) -%}"
+        "{%- if m['content'] is string -%}"
+        "{%- for piece in m['content'].split('<image>') -%}"
+        "{%- if not loop.first -%}{{ '<image>' }}{%- if piece -%}{{ " + repr(gap) + " }}{%- endif -%}{%- endif -%}"
+        "{{ piece }}{%- endfor -%}"
+        "{%- else -%}{%- for part in m['content'] -%}"
+        "{%- if part['type'] == 'image' -%}{{ " + repr(IMAGE_PLACEHOLDER + gap + "\n") + " }}"
+        "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}"
+        "{%- endmacro -%}"
+    )
+
+
+def _bos(gap: str) -> str:
+    """Jinja: the bos token, then ``gap`` (text follows it)."""
+    return "{{ bos_token }}{%- if bos_token -%}{{ " + repr(gap) + " }}{%- endif -%}"
+
+
+def gap_images(text: str, gap: str) -> str:
+    """``text`` with ``gap`` after each ``<image>`` that text follows (not another image, not the end)."""
+    if not gap:
+        return text
+    pieces = text.split(IMAGE_PLACEHOLDER)
+    return pieces[0] + "".join(IMAGE_PLACEHOLDER + (gap if piece else "") + piece for piece in pieces[1:])
 
 
 @dataclass(frozen=True)
 class Template:
-    """A conversation layout. Subclasses fill in the three pieces of text around each turn."""
+    """A conversation layout. Subclasses fill in the three pieces of text around each turn.
+
+    ``gap`` (see :func:`chunk_gap`) starts every text run the original code tokenised on its own: the
+    text after the bos token and after each ``<image>``.
+    """
 
     name: str
     default_system: str | None = None
     stop_strings: tuple[str, ...] = ()
 
     # -- text pieces -------------------------------------------------------------------------------
-    def prefix(self, bos: str, system: str | None) -> str:
+    def prefix(self, bos: str, system: str | None, gap: str) -> str:
         raise NotImplementedError
 
-    def user(self, text: str) -> str:
+    def user(self, text: str, gap: str) -> str:
+        """The user turn around ``text`` (whose images already carry their gap)."""
         raise NotImplementedError
 
     def assistant_header(self) -> str:
@@ -103,40 +126,35 @@ class Template:
     def assistant_body(self, text: str, eos: str) -> str:
         raise NotImplementedError
 
-    def jinja(self, system: str | None = None) -> str:
+    def jinja(self, system: str | None = None, gap: str = "") -> str:
         """The chat template's Jinja source; ``system`` (None: the template's default) is used when the
         messages bring none."""
         raise NotImplementedError
 
     # -- rendering ---------------------------------------------------------------------------------
     def render(self, turns: list[Turn], *, bos: str = "", eos: str = "", system: str | None = None,
-               add_generation_prompt: bool = False, image_gap: str = "") -> Rendered:
+               add_generation_prompt: bool = False, gap: str = "") -> Rendered:
         """Render ``turns``; assistant bodies are supervised spans.
 
-        With ``add_generation_prompt`` the text ends where the model's next reply would start;
-        ``image_gap`` follows every ``<image>`` (see :func:`image_gap`).
+        With ``add_generation_prompt`` the text ends where the model's next reply would start.
         """
         _check_alternation(turns)
         out = _Builder()
-        out.add(self.prefix(bos, self.default_system if system is None else system))
+        out.add(self.prefix(bos, self.default_system if system is None else system, gap if bos else ""))
         for turn in turns:
             if turn.role == "user":
-                out.add(self.user(turn.text))
+                out.add(self.user(gap_images(turn.text, gap), gap))
             else:
                 out.add(self.assistant_header())
                 out.add(self.assistant_body(turn.text, eos), supervised=True)
         if add_generation_prompt:
             out.add(self.assistant_header())
-        return expand_image_placeholders(out.build(), IMAGE_PLACEHOLDER + image_gap)
+        return out.build()
 
-    def chat_template(self, system: str | None = None, image_gap: str = "") -> str:
+    def chat_template(self, system: str | None = None, gap: str = "") -> str:
         """The Jinja chat template saved with a model: ``system`` is its default system prompt (None: the
-        template's own), and every ``<image>`` it renders is followed by ``image_gap``."""
-        body = self.jinja(system)
-        if not image_gap:
-            return body
-        return ("{%- filter replace('<image>', " + repr(IMAGE_PLACEHOLDER + image_gap) + ") -%}" + body
-                + "{%- endfilter -%}")
+        template's own)."""
+        return self.jinja(system, gap)
 
 
 def _check_alternation(turns: list[Turn]) -> None:
@@ -159,11 +177,12 @@ class Plain(Template):
                             f"{len(turns)} turns; use a conversation template for multi-turn data")
         return super().render(turns, **kwargs)
 
-    def prefix(self, bos: str, system: str | None) -> str:
-        return bos
+    def prefix(self, bos: str, system: str | None, gap: str) -> str:
+        return bos  # the image follows: no gap
 
-    def user(self, text: str) -> str:
-        return IMAGE_PLACEHOLDER * text.count(IMAGE_PLACEHOLDER)
+    def user(self, text: str, gap: str) -> str:
+        images = text.count(IMAGE_PLACEHOLDER)
+        return IMAGE_PLACEHOLDER * images + (gap if images else "")  # the caption follows the images
 
     def assistant_header(self) -> str:
         return ""
@@ -171,12 +190,13 @@ class Plain(Template):
     def assistant_body(self, text: str, eos: str) -> str:
         return text + "\n"
 
-    def jinja(self, system: str | None = None) -> str:
+    def jinja(self, system: str | None = None, gap: str = "") -> str:
         return (
-            _CONTENT_MACRO + "{{ bos_token }}"
+            _content_macro("") + "{{ bos_token }}"
             "{%- for m in messages -%}"
             "{%- if m['role'] == 'user' -%}"
-            "{%- set text = content(m) -%}{{ '<image>' * (text.count('<image>')) }}"
+            "{%- set images = content(m).count('<image>') -%}{{ '<image>' * images }}"
+            "{%- if images -%}{{ " + repr(gap) + " }}{%- endif -%}"
             "{%- elif m['role'] == 'assistant' -%}"
             "{% generation %}{{ content(m) }}{{ '\\n' }}{% endgeneration %}"
             "{%- endif -%}{%- endfor -%}"
@@ -189,10 +209,10 @@ class VicunaV1(Template):
 
     default_system: str | None = VICUNA_SYSTEM
 
-    def prefix(self, bos: str, system: str | None) -> str:
-        return f"{bos}{system} " if system else bos
+    def prefix(self, bos: str, system: str | None, gap: str) -> str:
+        return f"{bos}{gap}{system} " if system else bos + gap
 
-    def user(self, text: str) -> str:
+    def user(self, text: str, gap: str) -> str:
         return f"USER: {text} "
 
     def assistant_header(self) -> str:
@@ -201,10 +221,10 @@ class VicunaV1(Template):
     def assistant_body(self, text: str, eos: str) -> str:
         return f" {text}{eos}"
 
-    def jinja(self, system: str | None = None) -> str:
+    def jinja(self, system: str | None = None, gap: str = "") -> str:
         system = (self.default_system if system is None else system) or ""
         return (
-            _CONTENT_MACRO + "{{ bos_token }}"
+            _content_macro(gap) + _bos(gap) +
             "{%- if messages[0]['role'] == 'system' -%}{%- set system = content(messages[0]) -%}"
             "{%- set loop_messages = messages[1:] -%}"
             "{%- else -%}{%- set system = " + repr(system) + " -%}"
@@ -225,8 +245,8 @@ class MistralInstruct(Template):
 
     default_system: str | None = ""
 
-    def prefix(self, bos: str, system: str | None) -> str:
-        return bos
+    def prefix(self, bos: str, system: str | None, gap: str) -> str:
+        return bos + gap
 
     def render(self, turns: list[Turn], *, system: str | None = None, **kwargs) -> Rendered:  # type: ignore[override]
         system = self.default_system if system is None else system
@@ -235,7 +255,7 @@ class MistralInstruct(Template):
             turns = [Turn(first.role, f"<<SYS>>\n{system}\n<</SYS>>\n\n{first.text}"), *turns[1:]]
         return super().render(turns, system="", **kwargs)
 
-    def user(self, text: str) -> str:
+    def user(self, text: str, gap: str) -> str:
         return f"[INST] {text} [/INST]"
 
     def assistant_header(self) -> str:
@@ -244,9 +264,9 @@ class MistralInstruct(Template):
     def assistant_body(self, text: str, eos: str) -> str:
         return f" {text} {eos}"
 
-    def jinja(self, system: str | None = None) -> str:
+    def jinja(self, system: str | None = None, gap: str = "") -> str:
         return (
-            _CONTENT_MACRO + "{{ bos_token }}"
+            _content_macro(gap) + _bos(gap) +
             "{%- if messages[0]['role'] == 'system' -%}"
             "{%- set system = content(messages[0]) -%}{%- set loop_messages = messages[1:] -%}"
             "{%- else -%}{%- set system = " + repr(self.default_system if system is None else system) + " -%}"
@@ -269,10 +289,10 @@ class LlavaMedLegacy(Template):
     default_system: str | None = LLAVA_MED_SYSTEM
     stop_strings: tuple[str, ...] = ("###",)
 
-    def prefix(self, bos: str, system: str | None) -> str:
-        return f"{bos}{system}\n\n###"
+    def prefix(self, bos: str, system: str | None, gap: str) -> str:
+        return f"{bos}{gap}{system}\n\n###"
 
-    def user(self, text: str) -> str:
+    def user(self, text: str, gap: str) -> str:
         return f" Human: {text}\n###"
 
     def assistant_header(self) -> str:
@@ -281,9 +301,9 @@ class LlavaMedLegacy(Template):
     def assistant_body(self, text: str, eos: str) -> str:
         return f" {text}\n###"
 
-    def jinja(self, system: str | None = None) -> str:
+    def jinja(self, system: str | None = None, gap: str = "") -> str:
         return (
-            _CONTENT_MACRO + "{{ bos_token }}"
+            _content_macro(gap) + _bos(gap) +
             "{%- if messages[0]['role'] == 'system' -%}{%- set system = content(messages[0]) -%}"
             "{%- set loop_messages = messages[1:] -%}"
             "{%- else -%}{%- set system = " + repr(self.default_system if system is None else system) + " -%}"
@@ -316,14 +336,15 @@ def expand_image_placeholders(rendered: Rendered, replacement: str) -> Rendered:
     return Rendered(replacement.join(pieces), [(shift(s), shift(e)) for s, e in rendered.supervised])
 
 
-def image_gap(tokenizer, image_token: str = IMAGE_PLACEHOLDER) -> str:
-    """What must follow ``<image>`` for the text after it to tokenise as the original LLaVA code's
-    separate tokenisation of that text does: ``" "`` or ``""``.
+def chunk_gap(tokenizer, image_token: str = IMAGE_PLACEHOLDER) -> str:
+    """What must start a text run after ``<image>`` or the bos token (``" "`` or ``""``) for it to
+    tokenise as the original LLaVA code tokenised it: on its own (``tokenizer_image_token`` splits
+    the prompt at each ``<image>`` and tokenises every chunk separately, bos first).
 
-    A sentencepiece-style tokenizer that puts its dummy prefix ("▁") only at the very start of a text
-    (transformers' non-legacy Llama tokenizer) drops it after the image token, where the original
-    code, tokenising the text after ``<image>`` on its own, has it; a space there brings it back.
-    Byte-level tokenizers and legacy ones (prefix after every special token) need nothing.
+    A sentencepiece tokenizer puts its dummy prefix ("▁") at the start of each such chunk. Its
+    transformers 5 (non-legacy) version puts it only at the start of the whole text, not after a
+    special token; a space there brings it back. Byte-level tokenizers and legacy ones (prefix after
+    every special token) need nothing.
     """
     if image_token not in tokenizer.get_vocab():
         return ""

@@ -35,10 +35,10 @@ class TrainedPrompt:
         return cls(data.template, data.system_prompt)
 
     def chat_template(self, tokenizer) -> str:
-        """The Jinja chat template that renders this prompt for ``tokenizer`` (see ``image_gap``)."""
-        from medvlm.data.templates import get_template, image_gap
+        """The Jinja chat template that renders this prompt for ``tokenizer`` (see ``chunk_gap``)."""
+        from medvlm.data.templates import chunk_gap, get_template
 
-        return get_template(self.template).chat_template(self.system_prompt, image_gap(tokenizer))
+        return get_template(self.template).chat_template(self.system_prompt, chunk_gap(tokenizer))
 
     def apply(self, processor) -> None:
         """Give ``processor`` the chat template of this prompt."""
