@@ -104,7 +104,8 @@ def test_converted_checkpoint_reproduces_the_original_code(reference_dir: Path, 
         encoded = processor(text=[text], images=[Image.new("RGB", (width, height))], add_special_tokens=False,
                             return_tensors="pt")
         ids = encoded["input_ids"][0].tolist()
-        assert collapse_image_tokens(ids, image_token_id) == original["ids"], (name, tokenizer.convert_ids_to_tokens(ids))
+        assert collapse_image_tokens(ids, image_token_id) == original["ids"], \
+            (name, tokenizer.convert_ids_to_tokens(ids))
 
         # 2. medvlm's own prompt building (training and predict), for the fixed-size llava layout
         if not next_:
