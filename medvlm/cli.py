@@ -326,9 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge-lora", action="store_true", help="fold LoRA/DoRA/QLoRA adapters into the weights "
                    "(QLoRA: into the dequantised base); without it an adapter run exports its adapter")
 
-    p = sub.add_parser("convert-llava", help="original LLaVA / LLaVA-Med checkpoint → Hugging Face llava")
-    p.add_argument("source", metavar="SRC", help="directory with config.json (llava_llama / llava_mistral) "
-                   "and the weights")
+    p = sub.add_parser("convert-llava", help="original LLaVA / LLaVA-Med / LLaVA-NeXT checkpoint → Hugging Face "
+                       "llava (llava_next)")
+    p.add_argument("source", metavar="SRC", help="directory with config.json (llava_llama / llava_mistral), "
+                   "the weights and the tokenizer")
     p.add_argument("destination", metavar="DST")
     p.add_argument("--vision-tower", metavar="DIR", help="local CLIP/SigLIP directory (needed when the "
                    "checkpoint lacks the tower's weights or names no local tower)")
