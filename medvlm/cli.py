@@ -288,9 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "or an adapter directory (adapters are merged into their base)")
     _add_dataset_args(p)
     p.add_argument("--output", required=True, help="answer file (JSONL); resumes if it exists")
-    p.add_argument("--template", default="vicuna_v1", type=registered(TEMPLATES),
-                   help=f"conversation template: {', '.join(TEMPLATES.names())}")
-    p.add_argument("--system-prompt")
+    p.add_argument("--template", type=registered(TEMPLATES),
+                   help="conversation template (default: the one the model was trained with, from its "
+                   "prompt.json or run recipe; vicuna_v1 when it has neither)")
+    p.add_argument("--system-prompt", help="system prompt (default: the one the model was trained with; "
+                   "\"\" for none)")
     p.add_argument("--prompt-style", type=registered(PROMPT_STYLES), default="plain")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -323,9 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge-lora", action="store_true", help="fold LoRA/DoRA/QLoRA adapters into the weights "
                    "(QLoRA: into the dequantised base); without it an adapter run exports its adapter")
 
-    p = sub.add_parser("convert-llava", help="original LLaVA / LLaVA-Med checkpoint → Hugging Face llava")
-    p.add_argument("source", metavar="SRC", help="directory with config.json (llava_llama / llava_mistral) "
-                   "and the weights")
+    p = sub.add_parser("convert-llava", help="original LLaVA / LLaVA-Med / LLaVA-NeXT checkpoint → Hugging Face "
+                       "llava (llava_next)")
+    p.add_argument("source", metavar="SRC", help="directory with config.json (llava_llama / llava_mistral), "
+                   "the weights and the tokenizer")
     p.add_argument("destination", metavar="DST")
     p.add_argument("--vision-tower", metavar="DIR", help="local CLIP/SigLIP directory (needed when the "
                    "checkpoint lacks the tower's weights or names no local tower)")

@@ -25,6 +25,7 @@ from medvlm.errors import ModelError
 from medvlm.model.adapters import is_adapter_dir
 from medvlm.model.build import load_pretrained
 from medvlm.model.export import save_llava_dir
+from medvlm.model.prompting import read_trained_prompt
 from medvlm.rundir import CONSOLIDATION
 
 log = logging.getLogger("medvlm")
@@ -117,6 +118,8 @@ def consolidate_checkpoints(method: str, previous_dir: str | Path, current_dir: 
     summary = {key: value for key, value in config.stats.items() if key != "tensors"}
     record = {"previous": str(previous_dir), "current": str(current_dir), **summary,
               "tensors": config.stats.get("tensors", {})}
-    save_llava_dir(update.model, update.processor, output_dir, records={CONSOLIDATION: record})
+    # the consolidated model is prompted as the task's model was trained
+    save_llava_dir(update.model, update.processor, output_dir, read_trained_prompt(current_dir),
+                   records={CONSOLIDATION: record})
     log.info("consolidated (%s) %s + %s -> %s", method, previous_dir, current_dir, output_dir)
     return summary

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from medvlm.data.images import ImagePreparer, PixelCache, cache_key, load_image, resolve_image_path
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample, Turn
-from medvlm.data.templates import Rendered, Template
+from medvlm.data.templates import Rendered, Template, chunk_gap, expand_image_placeholders
 from medvlm.errors import DataError
 
 IGNORE_INDEX = -100
@@ -70,10 +70,11 @@ class ConversationEncoder:
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         self.bos = tokenizer.bos_token or ""
         self.eos = tokenizer.eos_token or ""
+        self.gap = chunk_gap(tokenizer, self.image_token)
 
     def _render(self, turns: list[Turn], generation: bool) -> Rendered:
         rendered = self.template.render(turns, bos=self.bos, eos=self.eos, system=self.system_prompt,
-                                        add_generation_prompt=generation)
+                                        add_generation_prompt=generation, gap=self.gap)
         return expand_image_placeholders(rendered, self.image_token * self.image_token_count)
 
     def _tokenize(self, rendered: Rendered, n_images: int, sample_id: str) -> tuple[list[int], list[int]]:
@@ -114,24 +115,6 @@ class ConversationEncoder:
             turns = turns[:-1]
         ids, _ = self._tokenize(self._render(turns, True), len(sample.images), sample.id)
         return ids
-
-
-def expand_image_placeholders(rendered: Rendered, replacement: str) -> Rendered:
-    """Replace each ``<image>`` by ``replacement``, shifting the supervised spans to match."""
-    if IMAGE_PLACEHOLDER not in rendered.text or replacement == IMAGE_PLACEHOLDER:
-        return rendered
-    pieces = rendered.text.split(IMAGE_PLACEHOLDER)
-    growth = len(replacement) - len(IMAGE_PLACEHOLDER)
-    placeholder_starts, position = [], 0
-    for piece in pieces[:-1]:
-        position += len(piece)
-        placeholder_starts.append(position)
-        position += len(IMAGE_PLACEHOLDER)
-
-    def shift(offset: int) -> int:
-        return offset + growth * sum(1 for start in placeholder_starts if start < offset)
-
-    return Rendered(replacement.join(pieces), [(shift(s), shift(e)) for s, e in rendered.supervised])
 
 
 @dataclass

@@ -12,7 +12,7 @@ from medvlm.eval.answers import read_answers
 from medvlm.eval.predict import PredictSettings, generate_answers
 from medvlm.eval.score import score_answers
 from medvlm.io import sha256_file
-from medvlm.model.export import load_for_inference
+from medvlm.model.export import load_for_inference, model_prompt
 from medvlm.recipe import EvalSpec
 from medvlm.rundir import EvalDir, StageDir, model_label
 
@@ -107,6 +107,18 @@ def score_dataset(dataset: str, path: str | None, split: str, predictions: str |
     return result.scores
 
 
+def prompt_settings(model_dir: str | Path, template: str | None, system_prompt: str | None,
+                    ) -> tuple[str, str | None]:
+    """Template and system prompt for prompting ``model_dir``: what the caller asks for, else what the
+    model was trained with. The trained system prompt goes with the trained template only."""
+    trained = model_prompt(model_dir)
+    if trained is None:
+        return template or "vicuna_v1", system_prompt
+    if template is None or template == trained.template:
+        return trained.template, trained.system_prompt if system_prompt is None else system_prompt
+    return template, system_prompt
+
+
 def predict_dataset(
     model_dir: str | Path,
     dataset: str,
@@ -118,7 +130,7 @@ def predict_dataset(
     options: dict[str, Any] | None = None,
     policy: str = "error",
     limit: int | None = None,
-    template: str = "vicuna_v1",
+    template: str | None = None,
     prompt_style: str = "plain",
     batch_size: int = 16,
     max_new_tokens: int = 32,
@@ -127,7 +139,11 @@ def predict_dataset(
     model_id: str | None = None,
     dtype: str | None = None,
 ) -> tuple[int, int]:
-    """``medvlm predict``: answer a data set into a (resumable) answer file; (written now, total)."""
+    """``medvlm predict``: answer a data set into a (resumable) answer file; (written now, total).
+
+    ``template`` and ``system_prompt`` default to those the model was trained with (its
+    ``prompt.json`` or run recipe), so a model is prompted as it learned to answer.
+    """
     read = read_spec(source_spec(dataset, path, split, image_root=image_root, options=options, limit=limit),
                      policy=policy)  # type: ignore[arg-type]
     samples, report = read.samples, read.report
@@ -135,6 +151,7 @@ def predict_dataset(
         log.warning("%s: skipped %d bad record(s): %s", path, report.skipped, report.summary()["skip_reasons"])
     if not samples:
         raise DataError(f"no '{split}' samples in the data set", file=path)
+    template, system_prompt = prompt_settings(model_dir, template, system_prompt)
     model, processor = load_for_inference(model_dir, dtype=dtype)
     settings = PredictSettings(template=template, prompt_style=prompt_style, batch_size=batch_size,
                                max_new_tokens=max_new_tokens, system_prompt=system_prompt,

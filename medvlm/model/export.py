@@ -40,6 +40,7 @@ from medvlm.model.adapters import (
     merge_adapter,
 )
 from medvlm.model.build import DTYPES, has_processor, load_model, load_pretrained, saved_processor
+from medvlm.model.prompting import TrainedPrompt, read_trained_prompt
 from medvlm.recipe import Recipe, validate
 from medvlm.rundir import StageDir, run_dir_of
 
@@ -87,12 +88,16 @@ def resolve_source(path: str | Path) -> Source:
     raise ModelError(f"{path}: holds neither a model (config.json) nor an adapter ({ADAPTER_CONFIG})")
 
 
-def chat_template(recipe: Recipe | None) -> str | None:
-    if recipe is None:
-        return None
-    from medvlm.data.templates import get_template
+def trained_prompt(source: Source) -> TrainedPrompt | None:
+    """The prompt the source was trained with: its run's recipe, else the record in its directory."""
+    if source.recipe is not None:
+        return TrainedPrompt.of(source.recipe.data)
+    return read_trained_prompt(source.path)
 
-    return get_template(recipe.data.template).jinja()
+
+def model_prompt(path: str | Path) -> TrainedPrompt | None:
+    """The prompt the model at ``path`` (any source :func:`resolve_source` accepts) was trained with."""
+    return trained_prompt(resolve_source(path))
 
 
 def run_base_model(recipe: Recipe) -> tuple[torch.nn.Module, ProcessorMixin]:
@@ -129,18 +134,20 @@ def load_for_inference(path: str | Path, dtype: str | None = None) -> tuple[torc
 
 
 def save_llava_dir(model: torch.nn.Module, processor: ProcessorMixin, dst: str | Path,
-                   template: str | None = None, records: dict[str, Any] | None = None) -> Path:
-    """Write model, processor and chat template to ``dst`` through a staging directory.
+                   prompt: TrainedPrompt | None = None, records: dict[str, Any] | None = None) -> Path:
+    """Write model, processor and the prompt it was trained with to ``dst`` through a staging directory.
 
-    ``records`` are JSON files (name → content) written beside the weights, inside the same atomic
-    replace (a consolidated model carries its ``consolidation.json``).
+    ``prompt`` sets the chat template and is recorded as ``prompt.json`` (see
+    :mod:`medvlm.model.prompting`). ``records`` are JSON files (name → content) written beside the
+    weights, inside the same atomic replace (a consolidated model carries its ``consolidation.json``).
     """
     dst = Path(dst)
     staging = dst.with_name(f".{dst.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
-    if template is not None:
-        processor.chat_template = template
+    if prompt is not None:
+        prompt.apply(processor)
+        prompt.write(staging)
     processor.save_pretrained(staging)
     for name, content in (records or {}).items():
         write_json(staging / name, content)
@@ -174,9 +181,10 @@ def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None 
     config["base_model_name_or_path"] = str(base)
     (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
     processor = AutoProcessor.from_pretrained(source.path if has_processor(source.path) else base)
-    template = chat_template(recipe)
-    if template is not None:
-        processor.chat_template = template
+    prompt = trained_prompt(source)
+    if prompt is not None:
+        prompt.apply(processor)
+        prompt.write(staging)
     processor.save_pretrained(staging)
     replace_dir(staging, dst)
     return dst
@@ -191,4 +199,4 @@ def export_model(source_path: str | Path, dst: str | Path, *, merge_lora: bool =
     if source.is_adapter and not merge_lora:
         return export_adapter(source, dst)
     model, processor = load_source(source)
-    return save_llava_dir(model, processor, dst, chat_template(source.recipe))
+    return save_llava_dir(model, processor, dst, trained_prompt(source))

@@ -26,7 +26,7 @@ from transformers.models.llava.image_processing_pil_llava import LlavaImageProce
 
 from medvlm.data.records import IMAGE_PLACEHOLDER
 from medvlm.data.synthetic import corpus_texts
-from medvlm.data.templates import LLAVA_MED_SYSTEM, TEMPLATES, VICUNA_SYSTEM
+from medvlm.data.templates import LLAVA_MED_SYSTEM, LLAVA_V1_SYSTEM, TEMPLATES
 from medvlm.errors import ModelError
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -73,7 +73,9 @@ def build_tokenizer(vocab_size: int = 1024, extra_texts: list[str] | None = None
                 SPECIAL_TOKENS["unk_token"], IMAGE_PLACEHOLDER]
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    texts = corpus_texts() + [VICUNA_SYSTEM, LLAVA_MED_SYSTEM, "USER: ASSISTANT: [INST] [/INST] ### Human: Assistant:",
+    # (the "curious human" system text: the vocabulary, and so every tiny model, stays as it was built)
+    texts = corpus_texts() + [LLAVA_V1_SYSTEM, LLAVA_MED_SYSTEM,
+                              "USER: ASSISTANT: [INST] [/INST] ### Human: Assistant:",
                               "Answer the question using a single word or phrase.",
                               "Please choose from the following two options: [yes, no]"] + (extra_texts or [])
     tokenizer.train_from_iterator(texts, trainer)

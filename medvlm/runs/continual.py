@@ -37,6 +37,7 @@ from medvlm.data.reading import read_samples
 from medvlm.errors import RecipeError
 from medvlm.eval.run import evaluate_model
 from medvlm.io import read_json, write_json
+from medvlm.model.prompting import TrainedPrompt
 from medvlm.provenance import provenance
 from medvlm.recipe import ContinualTaskSpec, Recipe, SourceSpec, apply_overrides, validate
 from medvlm.rundir import CONSOLIDATION, ContinualDir, StageDir, TaskDir
@@ -112,7 +113,7 @@ def _initial_model(recipe: Recipe) -> Path:
         from medvlm.model.build import load_model
 
         model, processor = load_model(recipe.model, template=recipe.data.template)
-        save_final_model(model, processor, recipe.data.template, out)
+        save_final_model(model, processor, TrainedPrompt.of(recipe.data), out)
     return out.model
 
 

@@ -8,10 +8,10 @@ token ids — the quickest way to catch a wrong template or a masking mistake be
 from __future__ import annotations
 
 from medvlm.data.collate import IGNORE_INDEX, ConversationEncoder, TooLong
+from medvlm.data.reading import read_samples
 from medvlm.data.templates import get_template
 from medvlm.model.build import check_llava_dir, load_model, num_image_tokens
 from medvlm.recipe import ModelSpec, load_recipe
-from medvlm.data.reading import read_samples
 
 
 def _tokenizer_and_config(spec: ModelSpec, template: str):

@@ -28,6 +28,7 @@ from medvlm.data.images import ImagePreparer, PixelCache
 from medvlm.data.records import Sample
 from medvlm.errors import MedvlmError
 from medvlm.model.build import num_image_tokens
+from medvlm.model.prompting import TrainedPrompt
 from medvlm.recipe import Recipe
 from medvlm.rundir import StageDir
 from medvlm.train.saving import save_final_model
@@ -125,7 +126,7 @@ class ContrastiveSetup(TrainingSetup):
 
     def save(self, trainer, processor, recipe: Recipe, out: StageDir, adapter: bool) -> None:
         if trainer.is_world_process_zero():
-            save_final_model(self.llava, processor, recipe.data.template, out)
+            save_final_model(self.llava, processor, TrainedPrompt.of(recipe.data), out)
 
 
 def contrastive_setup(recipe: Recipe, model, processor, samples: list[Sample], preparer: ImagePreparer,

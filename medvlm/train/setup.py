@@ -23,6 +23,7 @@ from medvlm.data.templates import get_template
 from medvlm.errors import DataError
 from medvlm.model.adapters import apply_lora, set_base_reference
 from medvlm.model.build import DTYPES, FreezeSummary, apply_freeze_plan, load_model, num_image_tokens, summarize
+from medvlm.model.prompting import TrainedPrompt
 from medvlm.model.quant import quantization_config
 from medvlm.recipe import Recipe
 from medvlm.rundir import StageDir
@@ -59,7 +60,7 @@ class TrainingSetup:
     counts_tokens: bool = True  # the Trainer counts non-padding input tokens
 
     def save(self, trainer, processor, recipe: Recipe, out: StageDir, adapter: bool) -> None:
-        save_trained(trainer, processor, recipe.data.template, out, adapter=adapter)
+        save_trained(trainer, processor, TrainedPrompt.of(recipe.data), out, adapter=adapter)
 
 
 def supervised_setup(recipe: Recipe, model, processor, samples: list[Sample], preparer: ImagePreparer,

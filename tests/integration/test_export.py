@@ -182,3 +182,36 @@ def test_export_errors_are_clear(runs, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="did not finish"):
         export_model(unfinished, tmp_path / "z")
     assert main(["export", str(tmp_path / "missing"), str(tmp_path / "w")]) == 2
+
+
+def test_the_trained_prompt_travels_with_the_export(runs, exports, tmp_path: Path) -> None:
+    """The runs train with system_prompt "": the export says so and its chat template renders no system."""
+    from transformers import AutoProcessor
+
+    from medvlm.eval.run import prompt_settings
+    from medvlm.model.prompting import read_trained_prompt
+
+    for kind in ("full", "lora", "lora-adapter"):
+        dst, _ = exports[kind]
+        assert json.loads((dst / "prompt.json").read_text()) == {"template": "vicuna_v1", "system_prompt": ""}
+        processor = AutoProcessor.from_pretrained(dst)
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+        assert processor.apply_chat_template(messages, add_generation_prompt=True) == \
+            f"<s>USER: <image>\n{QUESTION} ASSISTANT:"
+    assert read_trained_prompt(runs["full"] / "model") == read_trained_prompt(exports["full"][0])
+    # predict: the trained prompt unless told otherwise; another template brings its own default
+    dst = exports["full"][0]
+    assert prompt_settings(dst, None, None) == ("vicuna_v1", "")
+    assert prompt_settings(dst, None, "Be brief.") == ("vicuna_v1", "Be brief.")
+    assert prompt_settings(dst, "mistral_instruct", None) == ("mistral_instruct", None)
+
+
+def test_a_bad_prompt_record_is_a_clear_error(tmp_path: Path) -> None:
+    from medvlm.model.prompting import read_trained_prompt
+
+    (tmp_path / "prompt.json").write_text(json.dumps({"template": "vicuna_v9", "system_prompt": None}))
+    with pytest.raises(ModelError, match="vicuna_v9"):
+        read_trained_prompt(tmp_path)
+    (tmp_path / "prompt.json").write_text(json.dumps({"template": "vicuna_v1", "system_prompt": 3}))
+    with pytest.raises(ModelError, match="system_prompt"):
+        read_trained_prompt(tmp_path)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 from tests.conftest import REPO
 
 
 def collected(*args: str) -> str:
-    env = {**os.environ, "MEDVLM_VENV": os.environ.get("VIRTUAL_ENV") or str(REPO / ".venv")}
+    env = {**os.environ, "MEDVLM_VENV": str(Path(sys.executable).parent.parent)}  # the running environment
     result = subprocess.run(["bash", str(REPO / "scripts" / "test.sh"), "--collect-only", "-q", *args],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     return result.stdout

@@ -47,7 +47,7 @@ def vision_tower() -> CLIPVisionModel:
 
 
 def write_original(root: Path, *, text: str, projector: str, tower_inside: bool, bin_weights: bool = False,
-                   tower_name: str = "openai/clip-vit-large-patch14-336",
+                   tower_name: str = "openai/clip-vit-large-patch14-336", extra: dict | None = None,
                    ) -> tuple[Path, Path, dict[str, torch.Tensor]]:
     """An original-layout checkpoint (``model_type: llava_<text>``) and a separate tower directory."""
     torch.manual_seed(0)
@@ -80,7 +80,9 @@ def write_original(root: Path, *, text: str, projector: str, tower_inside: bool,
         "mm_vision_tower": tower_name or str(tower_dir), "mm_hidden_size": MM_HIDDEN,
         "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", "mm_projector_type": projector,
         "image_aspect_ratio": "pad", "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
-        "torch_dtype": "float32"}
+        "torch_dtype": "float32"} | (extra or {})
+    if config.get("mm_patch_merge_type") == "spatial_unpad":
+        weights["model.image_newline"] = torch.randn(TEXT_HIDDEN) * 0.1
     (src / "config.json").write_text(json.dumps(config))
     tok.save_pretrained(src)
     keys = sorted(weights)
@@ -246,3 +248,150 @@ def test_pickled_objects_in_bin_weights_are_refused(tmp_path: Path) -> None:
     torch.save({"model.norm.weight": torch.zeros(2), "payload": Path("/etc")}, src / "pytorch_model.bin")
     with pytest.raises(ModelError, match="not a plain tensor file"):
         convert_llava(src, tmp_path / "x", vision_tower=tower_dir)
+
+
+def test_rotary_embedding_settings_are_kept() -> None:
+    """transformers 5 keeps rope_theta / rope_scaling in rope_parameters; dropping them ran LLaVA-Med v1.5's
+    Mistral at base 1e4 instead of 1e6."""
+    from medvlm.model.convert import text_config
+
+    base = {"hidden_size": TEXT_HIDDEN, "num_attention_heads": 4, "mm_hidden_size": MM_HIDDEN}
+    mistral = text_config(base | {"model_type": "llava_mistral", "rope_theta": 1000000.0})
+    assert mistral.rope_parameters == {"rope_type": "default", "rope_theta": 1000000.0}
+    llama = text_config(base | {"model_type": "llava_llama", "rope_scaling": {"type": "linear", "factor": 2.0}})
+    assert llama.rope_parameters == {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}
+    with pytest.raises(ModelError, match="rope_scaling' has type 'su'"):
+        text_config(base | {"model_type": "llava_llama", "rope_scaling": {"type": "su"}})
+
+
+def test_the_converted_model_runs_at_the_checkpoints_rope_base(tmp_path: Path) -> None:
+    src, tower_dir, _ = write_original(tmp_path, text="mistral", projector="mlp2x_gelu", tower_inside=False,
+                                       extra={"rope_theta": 1000000.0})
+    convert_llava(src, tmp_path / "hf", vision_tower=tower_dir)
+    model, _ = converted_state(tmp_path / "hf")
+    inv_freq = model.model.language_model.rotary_emb.inv_freq
+    head_dim = TEXT_HIDDEN // 4
+    assert torch.allclose(inv_freq, 1.0 / 1000000.0 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+
+
+CORPUS = ["A chat between a curious user and an artificial intelligence assistant.",
+          "USER: ASSISTANT: What does the chest x-ray show? a lesion in the left lung"] * 8
+
+
+def sentencepiece_only(src: Path, legacy: bool | None) -> Path:
+    """Replace the checkpoint's tokenizer by a Llama-style sentencepiece tokenizer.model (LLaVA-1.5 ships only
+    that): byte fallback, dummy prefix, <unk>/<s>/</s> = 0/1/2, 300 pieces as the embedding has rows."""
+    import sentencepiece as spm
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (src / name).unlink(missing_ok=True)
+    corpus = src.parent / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(src / "tokenizer"), model_type="bpe",
+                                   vocab_size=300, byte_fallback=True, add_dummy_prefix=True,
+                                   remove_extra_whitespaces=False, normalization_rule_name="identity",
+                                   unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    (src / "tokenizer.vocab").unlink()
+    settings = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+                "pad_token": "<unk>"} | ({} if legacy is None else {"legacy": legacy})
+    (src / "tokenizer_config.json").write_text(json.dumps(settings))
+    return src / "tokenizer.model"
+
+
+def test_a_sentencepiece_only_checkpoint_gives_the_original_codes_token_ids(tmp_path: Path) -> None:
+    """The original tokenises bos + each chunk between <image>s on its own (tokenizer_image_token): a "▁"
+    starts the text after bos and after the image; the converted chat template + tokenizer give the same ids."""
+    import sentencepiece as spm
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from medvlm.data.templates import chunk_gap
+
+    src, tower_dir, _ = write_original(tmp_path, text="llama", projector="mlp2x_gelu", tower_inside=False)
+    sp = spm.SentencePieceProcessor(model_file=str(sentencepiece_only(src, legacy=False)))
+    convert_llava(src, tmp_path / "hf", vision_tower=tower_dir)
+    processor = AutoProcessor.from_pretrained(tmp_path / "hf")
+    tokenizer = processor.tokenizer
+    assert chunk_gap(tokenizer) == " "
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "a lesion?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    system = "A chat between a curious user and an artificial intelligence assistant. The assistant gives " \
+             "helpful, detailed, and polite answers to the user's questions."
+    assert text == f"<s> {system} USER: <image> \na lesion? ASSISTANT:"
+    ids = processor(text=[text], images=[Image.new("RGB", (32, 32))], add_special_tokens=False)["input_ids"][0]
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    first, second = f"{system} USER: ", "\na lesion? ASSISTANT:"
+    assert ids == [1, *sp.encode(first), *[image_id] * 16, *sp.encode(second)]  # the original's chunks
+    after_image = tokenizer.convert_ids_to_tokens(ids[ids.index(image_id) + 16:][:2])
+    assert after_image == ["▁", "<0x0A>"] and tokenizer.convert_ids_to_tokens(ids[1]).startswith("▁")
+
+
+def test_an_unset_legacy_flag_reads_the_tokenizer_as_transformers_4_did(tmp_path: Path) -> None:
+    """transformers 4's slow tokenizer was legacy (a "▁" after every special token) unless told otherwise."""
+    from transformers import AutoTokenizer
+
+    from medvlm.data.templates import chunk_gap
+
+    src, tower_dir, _ = write_original(tmp_path, text="mistral", projector="linear", tower_inside=False)
+    sentencepiece_only(src, legacy=None)
+    convert_llava(src, tmp_path / "hf", vision_tower=tower_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert tokenizer.convert_ids_to_tokens(tokenizer("</s>USER", add_special_tokens=False)["input_ids"])[1] \
+        .startswith("▁")
+    assert chunk_gap(tokenizer) == ""
+
+
+def test_a_sentencepiece_tokenizer_without_the_package_is_a_clear_error(tmp_path: Path, monkeypatch,
+                                                                       capsys) -> None:
+    src, tower_dir, _ = write_original(tmp_path, text="llama", projector="linear", tower_inside=False)
+    sentencepiece_only(src, legacy=False)
+    monkeypatch.setitem(__import__("sys").modules, "sentencepiece", None)
+    assert main(["convert-llava", str(src), str(tmp_path / "hf"), "--vision-tower", str(tower_dir)]) == 2
+    assert "tokenizer.model: a sentencepiece tokenizer; reading it needs the 'sentencepiece' package" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "hf").exists()
+
+
+NEXT = {"image_aspect_ratio": "anyres", "mm_patch_merge_type": "spatial_unpad",
+        "image_grid_pinpoints": [[32, 64], [64, 32], [64, 64]]}
+
+
+def test_a_llava_next_checkpoint_converts_to_llava_next(tmp_path: Path) -> None:
+    from PIL import Image
+    from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+
+    src, tower_dir, original = write_original(tmp_path, text="llama", projector="mlp2x_gelu", tower_inside=False,
+                                              extra=NEXT)
+    report = convert_llava(src, tmp_path / "hf", vision_tower=tower_dir)
+    assert report.architecture == "LlavaNextForConditionalGeneration"
+    model = LlavaNextForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    # the original lists pinpoints as (width, height), transformers as (height, width)
+    assert model.config.image_grid_pinpoints == [[64, 32], [32, 64], [64, 64]]
+    assert torch.equal(model.model.image_newline, original["model.image_newline"])
+    processor = AutoProcessor.from_pretrained(tmp_path / "hf")
+    assert type(processor).__name__ == "LlavaNextProcessor"
+    assert processor.image_processor.image_grid_pinpoints == [[64, 32], [32, 64], [64, 64]]
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"},
+                                                                       {"type": "text", "text": "a lesion?"}]}],
+                                         add_generation_prompt=True)
+    inputs = processor(text=[text], images=[Image.new("RGB", (56, 40), (200, 10, 10))], return_tensors="pt")
+    # 56x40 → the 64x64 grid: 4 tiles + the base image; 16 base features + 6 unpadded rows of 8, each + newline
+    assert tuple(inputs["pixel_values"].shape) == (1, 5, 3, 32, 32)
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 16 + 6 * 8 + 6
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs).logits).all()
+
+
+def test_what_cannot_be_converted_is_a_clear_error(tmp_path: Path) -> None:
+    src, tower_dir, _ = write_original(tmp_path, text="llama", projector="mlp2x_gelu", tower_inside=False,
+                                       extra=NEXT | {"mm_patch_merge_type": "spatial"})
+    with pytest.raises(ModelError, match="'mm_patch_merge_type' is 'spatial'"):
+        convert_llava(src, tmp_path / "a", vision_tower=tower_dir)
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps(config | {"mm_patch_merge_type": "spatial_unpad",
+                                                          "image_grid_pinpoints": None}))
+    with pytest.raises(ModelError, match="'image_grid_pinpoints' is missing"):
+        convert_llava(src, tmp_path / "b", vision_tower=tower_dir)
+    (src / "config.json").write_text(json.dumps(config | {"image_aspect_ratio": "pad"}))
+    with pytest.raises(ModelError, match="without image_aspect_ratio anyres"):
+        convert_llava(src, tmp_path / "c", vision_tower=tower_dir)
