@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medvlm.eval.metrics import bleu_scores, closed_hit, open_item, parity_summary, script_exact, token_scores
+from medvlm.eval.metrics.llava_med import bleu_scores, closed_hit, open_item, parity_summary, script_exact, token_scores
 from medvlm.eval.normalize import normalize_parity
 
 # gt, prediction, closed hit, recall, precision, F1 (METHODS.md §4; exact fractions behind the rounding)

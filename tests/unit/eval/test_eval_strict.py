@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medvlm.eval.strict import exact_match, judge_closed, question_options, token_f1
+from medvlm.eval.metrics.strict import exact_match, judge_closed, question_options, token_f1
 
 
 @pytest.mark.parametrize(("reference", "prediction", "label", "correct", "reason"), [

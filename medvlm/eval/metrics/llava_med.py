@@ -7,7 +7,7 @@ Per item (METHODS.md §4), with ``g``/``p`` the normalised reference and predict
   the prediction / prediction length — not an exact match), and sentence BLEU via nltk with default
   weights and 1-, 2-, 3-gram-only weights, no smoothing;
 * CLOSED: a hit when ``g`` is a substring of ``p`` — the lenient rule that counts "not sure" as a
-  correct "no" (the strict metrics in :mod:`medvlm.eval.strict` sit beside it).
+  correct "no" (the strict metrics in :mod:`medvlm.eval.metrics.strict` sit beside it).
 
 The original normalises the texts once, checks substrings and BLEU on that, and then normalises
 them a second time inside its F1 and exact-match helpers; that is reproduced too (it only matters
@@ -19,9 +19,11 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from nltk.translate.bleu_score import sentence_bleu
 
+from medvlm.eval.metrics import Answered, ItemValue, Metric, Verdict, register_metric
 from medvlm.eval.normalize import normalize_parity
 
 # nltk's default 4-gram BLEU, then the unigram-, bigram- and trigram-only variants the script reports.
@@ -107,3 +109,31 @@ def parity_summary(open_items: list[dict[str, float]], closed_hits: list[float])
         "open_precision": mean("precision"), "open_f1": mean("f1"), "open_exact": mean("exact"),
         "bleu": mean("bleu"), "bleu_1": mean("bleu_1"), "bleu_2": mean("bleu_2"), "bleu_3": mean("bleu_3"),
     }
+
+
+def parity_item(answered: Answered) -> dict[str, float]:
+    """The row entry: ``hit`` for a closed item, the :data:`OPEN_KEYS` scores for an open one."""
+    if answered.answer_type == "CLOSED":
+        return {"hit": 0.0 if answered.prediction is None else closed_hit(answered.prediction, answered.reference)}
+    return zero_open_item() if answered.prediction is None else open_item(answered.prediction, answered.reference)
+
+
+def _summary(open_entries: list[dict[str, Any]], closed_entries: list[dict[str, Any]]) -> dict[str, float | None]:
+    return parity_summary(open_entries, [entry["hit"] for entry in closed_entries])
+
+
+LLAVA_MED = register_metric(Metric(
+    name="llava_med",
+    description="LLaVA-Med v1.0.0 run_eval_batch.py parity (METHODS.md section 4)",
+    item=parity_item,
+    summary=_summary,
+    values=(
+        ItemValue("llava_med.open_recall", "OPEN", "recall", "open recall (LLaVA-Med)", "#9ecae1",
+                  headline="open\n(LLaVA-Med)"),
+        ItemValue("llava_med.closed_accuracy", "CLOSED", "hit", "closed acc. (LLaVA-Med)", "#fdae6b",
+                  mcnemar=True, headline="closed\n(LLaVA-Med)"),
+    ),
+    order=0,
+    style="parity",
+    verdict=Verdict("parity", score={"OPEN": "recall", "CLOSED": "hit"}, credit={"OPEN": "recall", "CLOSED": "hit"}),
+))

@@ -25,7 +25,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
+from sklearn.metrics import confusion_matrix
+
+from medvlm.eval.metrics import Answered, ItemValue, Metric, Verdict, register_metric
 from medvlm.eval.normalize import normalize_parity
 
 YES = frozenset({"yes", "yeah", "yep", "yup", "correct", "true", "affirmative", "positive", "present"})
@@ -37,6 +41,7 @@ HEDGES = ("not sure", "unsure", "cannot tell", "can't tell", "cannot be determin
 HEDGE_WINDOW = 8  # hedges count among this many leading words
 _TAG = re.compile(r"^\s*(?:human|assistant|gpt|answer)\s*:\s*", re.IGNORECASE)
 _OPTIONS = re.compile(r"\[([^\[\]]+)\]")
+CONFUSION_PREDICTED = ("yes", "no", "unanswered", "missing")
 
 
 @dataclass(frozen=True)
@@ -115,3 +120,69 @@ def token_f1(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = common / len(pred), common / len(ref)
     return 2 * precision * recall / (precision + recall)
+
+
+def strict_item(answered: Answered) -> dict[str, Any]:
+    """The row entry: the closed label read (and why none), or open exact match and token F1."""
+    prediction, reference = answered.prediction, answered.reference
+    if answered.answer_type == "CLOSED":
+        if prediction is None:
+            return {"correct": 0.0, "label": None, "reason": "missing"}
+        judged = judge_closed(prediction, reference, answered.question)
+        return {"correct": float(judged.correct), "label": judged.label, "reason": judged.reason}
+    if prediction is None:
+        return {"exact_match": 0.0, "f1": 0.0}
+    return {"exact_match": float(exact_match(prediction, reference)), "f1": token_f1(prediction, reference)}
+
+
+def strict_summary(open_entries: list[dict[str, Any]], closed_entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """``scores.json`` ``metrics.strict``: percentages, None where a side has no items."""
+
+    def percent(entries: list[dict[str, Any]], key: str) -> float | None:
+        return 100.0 * sum(float(entry[key]) for entry in entries) / len(entries) if entries else None
+
+    unanswered = [entry for entry in closed_entries if entry["label"] is None]
+    return {
+        "closed_accuracy": percent(closed_entries, "correct"),
+        "open_exact_match": percent(open_entries, "exact_match"),
+        "open_f1": percent(open_entries, "f1"),
+        "closed_unanswered": 100.0 * len(unanswered) / len(closed_entries) if closed_entries else None,
+        "n_closed": len(closed_entries), "n_open": len(open_entries),
+    }
+
+
+def closed_confusion(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """``closed_confusion``: yes/no reference vs the label the strict parser read (scikit-learn's
+    confusion matrix); None without yes/no questions."""
+    rows = [
+        i for i in items if i["answer_type"] == "CLOSED" and normalize_parity(i["reference"]) in ("yes", "no")
+    ]
+    if not rows:
+        return {"closed_confusion": None}
+    truth = [normalize_parity(r["reference"]) for r in rows]
+    predicted = [
+        "missing" if r["prediction"] is None else (r["strict"]["label"] or "unanswered") for r in rows
+    ]
+    matrix = confusion_matrix(truth, predicted, labels=list(CONFUSION_PREDICTED))
+    return {"closed_confusion": {"true_labels": ["yes", "no"], "predicted_labels": list(CONFUSION_PREDICTED),
+                                 "matrix": matrix[:2].tolist(), "n": len(rows)}}
+
+
+STRICT = register_metric(Metric(
+    name="strict",
+    description="medvlm strict: parsed closed labels, exact match, token F1",
+    item=strict_item,
+    summary=strict_summary,
+    values=(
+        ItemValue("strict.closed_accuracy", "CLOSED", "correct", "closed acc. (strict)", "#e6550d",
+                  mcnemar=True, headline="closed\n(strict)"),
+        ItemValue("strict.open_exact_match", "OPEN", "exact_match", "open exact (strict)", "#3182bd",
+                  headline="open exact\n(strict)"),
+        ItemValue("strict.open_f1", "OPEN", "f1", "open F1 (strict)", "#08519c", headline="open F1\n(strict)"),
+    ),
+    order=1,
+    style="strict",
+    analyses=closed_confusion,
+    verdict=Verdict("strict", score={"OPEN": "f1", "CLOSED": "correct"},
+                    credit={"OPEN": "exact_match", "CLOSED": "correct"}, reason="reason"),
+))
