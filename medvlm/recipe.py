@@ -24,10 +24,23 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from medvlm.errors import RecipeError
-from medvlm.registry import CONSOLIDATORS, GUARDS, PROMPT_STYLES, SOURCES, TEMPLATES, Registry
+from medvlm.registry import CONSOLIDATORS, GUARDS, METHOD_SETTINGS, PROMPT_STYLES, SOURCES, TEMPLATES, Registry
 
 
 def _registered(registry: Registry) -> AfterValidator:
@@ -52,6 +65,9 @@ PromptStyle = Annotated[str, _registered(PROMPT_STYLES)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+Section = _Section  # the base of a plugin's settings section (see ContinualSpec), extra keys forbidden
 
 
 class ModelSpec(_Section):
@@ -213,7 +229,11 @@ class ContinualSpec(_Section):
 
     ``method`` joins components with '+': at most one registered consolidator (sac, mix, ...) and any
     registered guards (uir, lwf, ewc, replay, o-lora, ...); ``seq-ft`` (plain sequential finetuning)
-    stands alone. Each component reads its own section below.
+    stands alone. Each component reads its own section below. A component added later brings its
+    section with it: its module registers a settings model under the component's name
+    (``medvlm.continual.register_settings``), and the recipe takes that section here like the ones
+    below (``continual.ties.density``), validated by the model, its defaults written into the
+    resolved recipe when the method uses the component; :meth:`settings` hands it over.
     """
 
     method: str = "seq-ft"
@@ -229,9 +249,43 @@ class ContinualSpec(_Section):
     replay: ReplaySpec = Field(default_factory=ReplaySpec)
     olora: OloraSpec = Field(default_factory=OloraSpec)
 
+    _plugged: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
     @property
     def components(self) -> list[str]:
         return [] if self.method == "seq-ft" else self.method.split("+")
+
+    def settings(self, component: str) -> BaseModel | None:
+        """The registered settings section of a method component; None for one without."""
+        return self._plugged.get(component)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _plugin_sections(cls, data: Any, handler: ModelWrapValidatorHandler[ContinualSpec]) -> ContinualSpec:
+        """Keys naming a registered settings section are validated by its model, every other key as
+        usual (an unknown one is still an unknown key); errors keep their dotted location."""
+        if not isinstance(data, dict):
+            return handler(data)
+        given = {key: value for key, value in data.items() if key not in cls.model_fields and key in METHOD_SETTINGS}
+        spec = handler({key: value for key, value in data.items() if key not in given})
+        sections: dict[str, BaseModel] = {}
+        errors: list[Any] = []
+        for name in [*given, *(c for c in spec.components if c not in given and c in METHOD_SETTINGS)]:
+            try:
+                sections[name] = METHOD_SETTINGS.get(name).model_validate(given.get(name, {}))
+            except ValidationError as exc:
+                errors += [{**error, "loc": (name, *error["loc"])} for error in exc.errors()]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        spec._plugged = sections
+        return spec
+
+    @model_serializer(mode="wrap")
+    def _dump_plugin_sections(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        data = handler(self)
+        for name, section in self._plugged.items():
+            data[name] = section.model_dump(mode=info.mode)
+        return data
 
     @field_validator("method")
     @classmethod
@@ -435,13 +489,16 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
         if isinstance(part, int):
             continue
         fields = getattr(model, "model_fields", None)
+        if model is ContinualSpec and part in METHOD_SETTINGS:
+            model = METHOD_SETTINGS.get(part)
+            continue
         if not fields or part not in fields:
             return []
         annotation = fields[part].annotation
         model = _section_class(annotation)
         if model is None:
             return []
-    return list(getattr(model, "model_fields", {}))
+    return [*getattr(model, "model_fields", {}), *(METHOD_SETTINGS.names() if model is ContinualSpec else [])]
 
 
 def _section_class(annotation: Any) -> type[BaseModel] | None:

@@ -117,9 +117,10 @@ def _initial_model(recipe: Recipe) -> Path:
     return out.model
 
 
-def _consolidation_config(recipe: Recipe) -> ConsolidationConfig:
+def _consolidation_config(recipe: Recipe, consolidator: str) -> ConsolidationConfig:
     assert recipe.continual is not None
-    return ConsolidationConfig(ratio=recipe.continual.sac.ratio, alpha=recipe.continual.mix.alpha)
+    return ConsolidationConfig(ratio=recipe.continual.sac.ratio, alpha=recipe.continual.mix.alpha,
+                               settings=recipe.continual.settings(consolidator))
 
 
 def run_continual(recipe: Recipe, *, resume: bool = False) -> ContinualResult:
@@ -228,7 +229,7 @@ def _run_task(recipe: Recipe, index: int, task: ContinualTaskSpec, previous: Pat
             started = time.perf_counter()
             current = train_dir.adapter if train_dir.adapter.is_dir() else trained
             consolidation = consolidate_checkpoints(consolidator, previous, current, model_dir,
-                                                    _consolidation_config(recipe))
+                                                    _consolidation_config(recipe, consolidator))
             seconds["consolidate"] = round(time.perf_counter() - started, 2)
     for _, guard in guards:
         guard.finish(context, model_dir)
