@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("consolidate", help="merge a model and its finetuned successor (SAC or model mix)")
     p.add_argument("--method", type=registered(CONSOLIDATORS), required=True,
-                   help="a registered consolidator: sac (Spectral-Aware Consolidation) or mix (model mix)")
+                   help="a registered consolidator (sac: Spectral-Aware Consolidation, mix: model mix, ...)")
     p.add_argument("--previous", required=True, help="θ_{t-1}: Hugging Face llava model directory")
     p.add_argument("--current", required=True,
                    help="θ̂_t: llava model directory, or a LoRA adapter directory trained on --previous "
