@@ -60,6 +60,15 @@ class GenerationItem:
     cancelled: Callable[[], bool] | None = None
 
 
+@dataclass(frozen=True)
+class Generated:
+    """A row's answer, its token count and why it ended (OpenAI's ``stop`` or ``length``)."""
+
+    text: str
+    completion_tokens: int
+    finish_reason: str
+
+
 def trim_at_stop(text: str, stops: tuple[str, ...]) -> str:
     """The answer: text before the first stop string, stripped."""
     for stop in stops:
@@ -155,14 +164,27 @@ class Generator:
         self.collate = Collator(self.tokenizer.pad_token_id, padding_side="left")
         self.eos = [t for t in {self.tokenizer.eos_token_id, model.generation_config.eos_token_id} if t is not None]
         self.device = next(model.parameters()).device
+        self._encoders = {system_prompt: self.encoder}
+
+    def encoder_for(self, system: str | None) -> ConversationEncoder:
+        """The encoder with another system prompt (``None``: the generator's own; ``""``: none)."""
+        if system is None:
+            return self.encoder
+        encoder = self._encoders.get(system)
+        if encoder is None:
+            encoder = ConversationEncoder(self.tokenizer, self.template, self.encoder.image_token_count,
+                                          max_length=1 << 30, system_prompt=system)
+            if len(self._encoders) < 32:  # clients may send any system prompt: keep a few, not all
+                self._encoders[system] = encoder
+        return encoder
 
     @property
     def stops(self) -> tuple[str, ...]:
         return self.template.stop_strings
 
-    def prompt_ids(self, sample: Sample) -> list[int]:
+    def prompt_ids(self, sample: Sample, system: str | None = None) -> list[int]:
         """Prompt tokens for the reply to the sample's last user turn."""
-        return self.encoder.encode_prompt(sample)
+        return self.encoder_for(system).encode_prompt(sample)
 
     def sample_pixels(self, sample: Sample) -> torch.Tensor | None:
         return load_sample_pixels(sample, self.preparer) if sample.has_image else None
@@ -182,8 +204,8 @@ class Generator:
 
     @torch.inference_mode()
     def generate(self, items: list[GenerationItem], sampling: Sampling = Sampling(),
-                 listeners: list[Listener | None] | None = None) -> list[str]:
-        """Final answer texts of one batch (``listeners[i]`` gets row ``i``'s text as it grows)."""
+                 listeners: list[Listener | None] | None = None) -> list[Generated]:
+        """Final answers of one batch (``listeners[i]`` gets row ``i``'s text as it grows)."""
         listeners = listeners or [None] * len(items)
         features = []
         for item in items:
@@ -201,11 +223,14 @@ class Generator:
             max_new_tokens=max(item.max_new_tokens for item in items), pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.eos, stopping_criteria=StoppingCriteriaList([rows]))
         new = generated[:, prompt_length:].tolist()
-        texts = []
+        answers = []
         for row, item in enumerate(items):
-            text = trim_at_stop(self.decode(self.own_tokens(new[row], item.max_new_tokens)), item.stops)
+            tokens = self.own_tokens(new[row], item.max_new_tokens)
+            raw = self.decode(tokens)
+            text = trim_at_stop(raw, item.stops)
             if not rows.finished[row] and listeners[row] is not None:  # generation ended before the row did
-                listeners[row](rows.streams[row].finish(text), True)  # type: ignore[misc]
-            texts.append(text)
-        return texts
+                listeners[row](rows.streams[row].finish(raw), True)  # type: ignore[misc]
+            hit_limit = len(tokens) >= item.max_new_tokens and not any(stop in raw for stop in item.stops)
+            answers.append(Generated(text, len(tokens), "length" if hit_limit else "stop"))
+        return answers
 

@@ -140,8 +140,9 @@ def generate_answers(
         for batch in _batches(pending, settings.batch_size):
             items = [GenerationItem(ids, generator.sample_pixels(sample), settings.max_new_tokens, generator.stops)
                      for sample, ids in batch]
-            texts = generator.generate(items)
-            rows = [answer_row(sample, text, settings) for (sample, _), text in zip(batch, texts, strict=True)]
+            answers = generator.generate(items)
+            rows = [answer_row(sample, answer.text, settings)
+                    for (sample, _), answer in zip(batch, answers, strict=True)]
             if handle:  # one flush per batch: a kill loses at most the batch in flight
                 append_jsonl(handle, *rows)
             written += rows
