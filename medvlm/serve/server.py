@@ -373,6 +373,44 @@ def serve(settings: ServeSettings) -> int:
     return 0
 
 
+class ServerThread:
+    """Serve an ASGI app from a background thread on the loopback interface (notebooks, tests, benches).
+
+    ``port=0`` picks a free port; ``url`` is the API base (``http://127.0.0.1:PORT/v1``).
+    """
+
+    def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 0) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        self.port = self._socket.getsockname()[1]
+        self.root = f"http://{host}:{self.port}"
+        self.url = f"{self.root}/v1"
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
+                                        name="medvlm-server", daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the server thread did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(30)
+        self._socket.close()
+
+
 # --------------------------------------------------------------------------------------------------
 # vLLM on GPUs
 # --------------------------------------------------------------------------------------------------
