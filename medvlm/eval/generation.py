@@ -14,6 +14,7 @@ is certainly final. Ending a row early never changes the other rows' tokens.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -165,6 +166,9 @@ class Generator:
         self.eos = [t for t in {self.tokenizer.eos_token_id, model.generation_config.eos_token_id} if t is not None]
         self.device = next(model.parameters()).device
         self._encoders = {system_prompt: self.encoder}
+        # A fast tokenizer must not encode in one thread while it decodes in another ("Already borrowed"):
+        # the server tokenises prompts in request threads while its engine decodes.
+        self._tokenizer_lock = threading.Lock()
 
     def encoder_for(self, system: str | None) -> ConversationEncoder:
         """The encoder with another system prompt (``None``: the generator's own; ``""``: none)."""
@@ -184,7 +188,8 @@ class Generator:
 
     def prompt_ids(self, sample: Sample, system: str | None = None) -> list[int]:
         """Prompt tokens for the reply to the sample's last user turn."""
-        return self.encoder_for(system).encode_prompt(sample)
+        with self._tokenizer_lock:
+            return self.encoder_for(system).encode_prompt(sample)
 
     def sample_pixels(self, sample: Sample) -> torch.Tensor | None:
         return load_sample_pixels(sample, self.preparer) if sample.has_image else None
@@ -200,7 +205,8 @@ class Generator:
         return tokens[:limit]
 
     def decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+        with self._tokenizer_lock:
+            return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     @torch.inference_mode()
     def generate(self, items: list[GenerationItem], sampling: Sampling = Sampling(),
