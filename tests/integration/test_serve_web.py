@@ -46,7 +46,7 @@ def test_page_upload_ask_and_screenshot(server, tmp_path: Path) -> None:
     client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
     with Browser() as browser:
         browser.go(server.root + "/")
-        assert browser.wait_for("document.getElementById('model').textContent") == "micro"
+        browser.wait_for("document.getElementById('model').textContent === 'micro'")  # /v1/models answered
         browser.run("document.getElementById('max-tokens').value = '8';")
         browser.type("#file", str(photo))
         assert browser.wait_for("document.getElementById('preview').getAttribute('src')").startswith("data:image/png")
