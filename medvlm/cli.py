@@ -112,6 +112,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from medvlm.eval.run import predict_dataset
 
+    if args.endpoint:
+        return _predict_endpoint(args)
     written, total = predict_dataset(
         args.model, args.dataset, args.path, args.split, args.output, image_root=args.image_root,
         options=_parse_options(args.option), policy=args.on_bad_record, limit=args.limit,
@@ -232,6 +234,134 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# Using a model: chat, serve, predict through an endpoint, judge (commands and their arguments)
+# --------------------------------------------------------------------------------------------------
+
+
+@command("chat")
+def _chat(args: argparse.Namespace) -> int:
+    from medvlm.serve.chat import run_chat
+
+    return run_chat(args.model, image=args.image, window=args.window, template=args.template,
+                    system_prompt=args.system_prompt, max_new_tokens=args.max_new_tokens,
+                    temperature=args.temperature, top_p=args.top_p, image_aspect_ratio=args.image_aspect_ratio,
+                    dtype=args.dtype)
+
+
+@command("serve")
+def _serve(args: argparse.Namespace) -> int:
+    from medvlm.serve.server import ServeSettings, serve
+
+    return serve(ServeSettings(
+        model=args.model, host=args.host, port=args.port, served_model_name=args.served_model_name,
+        api_key=os.environ.get(args.api_key_env) if args.api_key_env else None, engine=args.engine,
+        template=args.template, system_prompt=args.system_prompt, image_aspect_ratio=args.image_aspect_ratio,
+        dtype=args.dtype, image_root=args.image_root, allow_remote_images=args.allow_remote_images,
+        max_body_bytes=args.max_body_mb << 20, max_image_bytes=args.max_image_mb << 20, max_images=args.max_images,
+        default_max_tokens=args.max_new_tokens, max_tokens_limit=args.max_tokens_limit,
+        temperature=args.temperature, max_batch_size=args.max_batch_size, batch_window_ms=args.batch_window_ms,
+        extra_engine_args=args.engine_arg or []))
+
+
+def _predict_endpoint(args: argparse.Namespace) -> int:
+    from medvlm.eval.endpoint import predict_endpoint
+
+    if not args.served_model:
+        raise MedvlmError("--endpoint needs --served-model NAME (the model id the server serves)")
+    written, total = predict_endpoint(
+        args.endpoint, args.served_model, args.dataset, args.path, args.split, args.output,
+        image_root=args.image_root, options=_parse_options(args.option), policy=args.on_bad_record, limit=args.limit,
+        prompt_style=args.prompt_style, max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt,
+        temperature=args.temperature, concurrency=args.concurrency, retries=args.retries, timeout_s=args.timeout,
+        api_key_env=args.api_key_env, model_id=args.model_id)
+    print(f"wrote {written} answer(s) to {args.output} ({total} questions; "
+          f"{total - written} already answered)")
+    return 0
+
+
+@command("judge")
+def _judge(args: argparse.Namespace) -> int:
+    from medvlm.eval.judge import format_judgement, judge_answers
+
+    result = judge_answers(args.questions, args.answers, args.output, endpoint=args.endpoint,
+                           judge_model=args.judge_model, api_key_env=args.api_key_env,
+                           concurrency=args.concurrency, retries=args.retries, timeout_s=args.timeout,
+                           temperature=args.temperature, max_tokens=args.max_tokens, limit=args.limit)
+    print(format_judgement(result))
+    print(f"written: {args.output}")
+    return 0
+
+
+def _add_endpoint_predict_args(p: argparse.ArgumentParser, source: argparse._MutuallyExclusiveGroup) -> None:
+    source.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1)"
+                        " to answer through instead of a local model")
+    p.add_argument("--served-model", metavar="NAME", help="with --endpoint: the model id the server serves")
+    p.add_argument("--concurrency", type=int, default=8, help="with --endpoint: requests in flight (default 8)")
+    p.add_argument("--retries", type=int, default=4, help="with --endpoint: retries per request on connection "
+                   "errors, timeouts, 429 and 5xx (exponential backoff)")
+    p.add_argument("--timeout", type=float, default=300.0, help="with --endpoint: seconds per request")
+    p.add_argument("--temperature", type=float, default=0.0, help="with --endpoint: 0 (default) is greedy")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="with --endpoint: environment variable holding the API key (default OPENAI_API_KEY)")
+
+
+def _add_model_use_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory, run, checkpoint or adapter (as predict takes)")
+    p.add_argument("--template", default="vicuna_v1", help="conversation template (as the model was trained)")
+    p.add_argument("--system-prompt", help="system prompt (default: the template's)")
+    p.add_argument("--image-aspect-ratio", choices=("pad", "resize", "crop"), default="pad")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy, as predict decodes")
+
+
+def _add_use_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="talk to a model in the terminal (images, DICOM; answers streamed)")
+    _add_model_use_args(p)
+    p.add_argument("--image", metavar="FILE", help="image or DICOM file to ask about (or /image in the chat)")
+    p.add_argument("--window", help="DICOM window: auto (default), minmax or a CT preset (lung, mediastinum, "
+                   "bone, brain, abdomen, liver)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=512)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible server (/v1/chat/completions, streaming) + a web page")
+    _add_model_use_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--served-model-name", help="model id clients ask for (default: the model directory's name)")
+    p.add_argument("--api-key-env", metavar="VAR", default="MEDVLM_API_KEY",
+                   help="environment variable whose value clients must send as 'Authorization: Bearer KEY' "
+                        "(default MEDVLM_API_KEY; unset: no key needed)")
+    p.add_argument("--engine", choices=("transformers", "vllm"), default="transformers",
+                   help="transformers (default; dynamic batching, any machine) or vllm (GPU; vLLM's own server)")
+    p.add_argument("--engine-arg", action="append", metavar="ARG", help="extra argument for vLLM, repeatable")
+    p.add_argument("--image-root", metavar="DIR", help="allow local image paths in requests, confined to DIR")
+    p.add_argument("--allow-remote-images", action="store_true",
+                   help="let the server fetch http(s) image URLs (off: only data: URLs and --image-root paths)")
+    p.add_argument("--max-body-mb", type=int, default=32, help="largest request body (MiB)")
+    p.add_argument("--max-image-mb", type=int, default=16, help="largest image (MiB)")
+    p.add_argument("--max-images", type=int, default=4, help="images per request")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="answer length when a request sets none")
+    p.add_argument("--max-tokens-limit", type=int, default=2048, help="largest max_tokens a request may ask")
+    p.add_argument("--max-batch-size", type=int, default=8, help="requests batched into one generate call")
+    p.add_argument("--batch-window-ms", type=float, default=5.0,
+                   help="how long a batch waits for more requests when it is not full")
+
+    p = sub.add_parser("judge", help="LLaVA-Med's GPT-judged conversation score (qa50), any judge endpoint")
+    p.add_argument("--questions", required=True, metavar="JSONL", help="llava_med_eval_qa50_qa.jsonl")
+    p.add_argument("--answers", required=True, metavar="JSONL", help="the evaluated model's answer file")
+    p.add_argument("--output", required=True, metavar="JSON", help="judge.json (reviews go beside it)")
+    p.add_argument("--endpoint", required=True, metavar="URL", help="the judge's OpenAI-compatible endpoint")
+    p.add_argument("--judge-model", required=True, metavar="NAME", help="the judge model id (e.g. gpt-4-0314)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--retries", type=int, default=6)
+    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--temperature", type=float, default=0.0, help="judge temperature (LLaVA-Med: 0)")
+    p.add_argument("--max-tokens", type=int, help="judge reply limit (default: the endpoint's)")
+    p.add_argument("--limit", type=int, help="judge only the first N questions")
+
+
+# --------------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------------
 
@@ -284,8 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
     p = sub.add_parser("predict", help="batched greedy answers for a dataset, as a LLaVA answer file")
-    p.add_argument("--model", required=True, help="Hugging Face llava model directory, a run, a checkpoint "
-                   "or an adapter directory (adapters are merged into their base)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="Hugging Face llava model directory, a run, a checkpoint "
+                        "or an adapter directory (adapters are merged into their base)")
+    _add_endpoint_predict_args(p, source)
     _add_dataset_args(p)
     p.add_argument("--output", required=True, help="answer file (JSONL); resumes if it exists")
     p.add_argument("--template", type=registered(TEMPLATES),
@@ -345,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shapes", metavar="NAME", help="plan with a released model's shapes instead of "
                    "model.path/preset (llava-med-v1.5-7b)")
     p.add_argument("--json", action="store_true")
+
+    _add_use_parsers(sub)
 
     data = sub.add_parser("data", help="inspect, convert, preview data").add_subparsers(
         dest="data_command", required=True, metavar="DATA_COMMAND")

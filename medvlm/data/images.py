@@ -23,7 +23,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -81,11 +81,22 @@ def load_image(path: str | os.PathLike, *, file: str | None = None, record: str 
         except DataError as exc:
             raise DataError(str(exc), file=file, record=record, key="image") from None
     try:
-        with Image.open(path) as handle:
-            handle.load()
-            image = ImageOps.exif_transpose(handle)
+        return open_rgb(path)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot decode image {path}: {exc}", file=file, record=record, key="image") from None
+
+
+def open_rgb(source: str | os.PathLike | IO[bytes], max_pixels: int | None = None) -> Image.Image:
+    """Decode an image file or stream with Pillow: EXIF orientation applied, then RGB.
+
+    ``max_pixels`` refuses larger images from their header, before any pixel is decoded (uploads).
+    Raises Pillow's own errors; callers say which file or request was bad.
+    """
+    with Image.open(source) as handle:
+        if max_pixels is not None and handle.width * handle.height > max_pixels:
+            raise ValueError(f"{handle.width}x{handle.height} pixels is more than the limit of {max_pixels:,}")
+        handle.load()
+        image = ImageOps.exif_transpose(handle)
     return to_rgb(image)
 
 
