@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from medvlm.data.images import resolve_image_path
+from medvlm.data.images import check_images, drop_bad_images, resolve_image_path
 from medvlm.data.prompts import apply_prompt_style
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample
 from medvlm.data.sources import read_source
@@ -68,15 +68,12 @@ def convert_dataset(name: str, path: str | None, split: str, output: str | os.Pa
         raise DataError(f"image_position must be end or front, got {image_position!r}")
     samples, report = read_source(name, path, split, policy=policy, limit=limit, image_root=image_root,
                                   **(options or {}))
+    # a converted file must not point at missing, unreadable or escaping images
+    samples = drop_bad_images(samples, check_images(samples, "header"), report, file=path)
     root = _common_root(samples)
     records = []
     for sample in samples:
-        try:
-            images = [_relative(image, sample, root) for image in sample.images]
-        except DataError as exc:  # a path outside its image root: a bad record like any other
-            report.problem(str(exc).removeprefix("key 'image': "), file=path, record=sample.meta.source_id or sample.id,
-                           key="image")
-            continue
+        images = [_relative(image, sample, root) for image in sample.images]  # checked above: inside their root
         records.append(to_llava_record(apply_prompt_style(sample, prompt_style), images, image_position))
     report.kept = len(records)
     ids = [record["id"] for record in records]

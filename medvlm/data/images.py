@@ -39,6 +39,23 @@ ImageCheckMode = Literal["none", "exists", "header", "decode"]
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
+def max_image_pixels() -> int:
+    """Pixels an image may have before decoding (``MEDVLM_MAX_IMAGE_PIXELS``; default Pillow's warning
+    threshold, ~89 M, e.g. 9459 × 9459): a few-KB PNG can declare a gigapixel canvas (a
+    decompression bomb) and exhaust memory while it decodes. Whole-slide pathology images are tiled
+    before they reach a VLM, so nothing real comes near the bound."""
+    return int(os.environ.get("MEDVLM_MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS or 89_478_485))
+
+
+def check_image_size(image: Image.Image, path: Path) -> None:
+    """Refuse an opened (not yet decoded) image over :func:`max_image_pixels`, naming the file."""
+    width, height = image.size
+    limit = max_image_pixels()
+    if width * height > limit:
+        raise DataError(f"image {path} is {width}×{height} = {width * height:,} pixels, over the limit of "
+                        f"{limit:,} (a decompression bomb?); raise MEDVLM_MAX_IMAGE_PIXELS if it is genuine")
+
+
 def resolve_image_path(path: str, root: str | os.PathLike | None, *, file: str | None = None,
                        record: str | None = None) -> Path:
     """The file ``path`` names, confined to ``root``; escapes and absolute paths are refused."""
@@ -82,9 +99,12 @@ def load_image(path: str | os.PathLike, *, file: str | None = None, record: str 
             raise DataError(str(exc), file=file, record=record, key="image") from None
     try:
         with Image.open(path) as handle:
+            check_image_size(handle, path)
             handle.load()
             image = ImageOps.exif_transpose(handle)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except DataError as exc:
+        raise DataError(exc.detail, file=file, record=record, key="image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot decode image {path}: {exc}", file=file, record=record, key="image") from None
     return to_rgb(image)
 
@@ -226,11 +246,11 @@ def _probe(path: Path, mode: str, dicom: Mapping[str, Any] | None) -> tuple[str,
         if mode == "decode":
             load_image(path)
         else:
-            with Image.open(path):
-                pass  # opening reads and checks the header only
+            with Image.open(path) as handle:  # opening reads and checks the header only
+                check_image_size(handle, path)
     except DataError as exc:
-        return "unreadable", str(exc), None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return "unreadable", exc.detail, None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return "unreadable", f"cannot decode image {path}: {exc}", None
     return "present", None, None
 

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from medvlm.data.images import check_images, drop_bad_images
 from medvlm.data.sources import read_source
 from medvlm.errors import DataError
 from medvlm.eval.answers import read_answers
@@ -133,6 +134,8 @@ def predict_dataset(
     """``medvlm predict``: answer a data set into a (resumable) answer file; (written now, total)."""
     samples, report = read_source(dataset, path, split, policy=policy, limit=limit,  # type: ignore[arg-type]
                                   image_root=image_root, **(options or {}))
+    # bad images are bad records: skipped and counted under --on-bad-record skip, named with the data file
+    samples = drop_bad_images(samples, check_images(samples, "header"), report, file=path)
     if report.skipped:
         log.warning("skipped %d bad record(s): %s", report.skipped, report.summary()["skip_reasons"])
     if not samples:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import pickle
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 from transformers import TrainingArguments, set_seed
 
+from medvlm.claims import claim
 from medvlm.data.collate import Collator, ConversationEncoder, SupervisedDataset
 from medvlm.data.images import ImagePreparer, PixelCache, check_images, drop_bad_images
 from medvlm.data.prompts import apply_prompt_style
@@ -36,8 +38,8 @@ from medvlm.data.records import Sample
 from medvlm.data.sources import read_source
 from medvlm.data.templates import get_template
 from medvlm.distributed import barrier, forget_deepspeed_config, zero_stage
-from medvlm.errors import DataError, MedvlmError
-from medvlm.io import replace_dir, write_json, write_text
+from medvlm.errors import DataError, MedvlmError, ModelError
+from medvlm.io import RUN, clear_dir, has_foreign_files, mark_dir, replace_dir, unique_staging, write_json, write_text
 from medvlm.model.adapters import apply_lora, check_peft_plan, merge_adapter, set_base_reference
 from medvlm.model.build import (
     DTYPES,
@@ -52,7 +54,7 @@ from medvlm.model.quant import quantization_config
 from medvlm.provenance import provenance
 from medvlm.recipe import Recipe, SourceSpec
 from medvlm.train.callbacks import JsonlLogger
-from medvlm.train.trainer import LossPlugin, MedvlmTrainer, latest_checkpoint
+from medvlm.train.trainer import LossPlugin, MedvlmTrainer, latest_checkpoint, unloadable_checkpoint_file
 
 log = logging.getLogger("medvlm")
 
@@ -89,30 +91,56 @@ def trainable_components(recipe: Recipe) -> tuple[str, ...]:
     return tuple(recipe.train.trainable) if recipe.train.trainable else STAGE_TRAINABLE[recipe.train.stage]
 
 
+def recipe_inputs(recipe: Recipe) -> list[str]:
+    """Files and directories a run reads: its output directory must never be, or contain, one of them."""
+    specs = [*recipe.data.train, *recipe.eval.datasets]
+    if recipe.continual is not None:
+        specs += [s for task in recipe.continual.tasks for s in (*task.train, *task.eval)]
+        specs += [s for probe in recipe.continual.probes for s in probe.eval]
+    paths = [recipe.source_file, recipe.model.path, recipe.train.deepspeed]
+    paths += [p for spec in specs for p in (spec.path, spec.image_root)]
+    return [p for p in paths if p]
+
+
+def _take_over(out: Path, recipe: Recipe) -> None:
+    """Files medvlm did not write in ``out`` (someone's folder): refused, or cleared with ``output.overwrite``."""
+    if not has_foreign_files(out):
+        return
+    if not recipe.output.overwrite:
+        raise MedvlmError(f"{out}: exists and holds files medvlm did not write; choose another output.dir, "
+                          "or set output.overwrite=true to clear it")
+    clear_dir(out, protect=recipe_inputs(recipe))
+
+
 def claim_output_dir(out: Path, recipe: Recipe, what: str) -> None:
     """Make ``out`` this recipe's before a pipeline or continual run reuses anything in it.
 
     Those runs skip finished stages and tasks, which is only right when the finished work came from
     the same resolved recipe: otherwise a rerun with another method would silently report the
     earlier run's results under the new name. A different recipe is refused, or with
-    ``output.overwrite`` the directory is cleared.
+    ``output.overwrite`` the directory is cleared. A directory of someone else's files is refused
+    unless ``output.overwrite``; one that is or holds the run's inputs is never cleared.
     """
     text = recipe.to_yaml()
     stored = out / "recipe.resolved.yaml"
+    _take_over(out, recipe)
     if stored.is_file() and stored.read_text(encoding="utf-8") != text:
         if not recipe.output.overwrite:
             raise MedvlmError(f"{out}: holds a {what} of a different recipe ({stored} differs); choose another "
                               "output.dir, or set output.overwrite=true to replace it")
         log.info("%s: replacing the %s of a different recipe (output.overwrite)", out, what)
-        shutil.rmtree(out)
+        clear_dir(out, protect=recipe_inputs(recipe))
     out.mkdir(parents=True, exist_ok=True)
+    mark_dir(out, RUN)
     write_text(stored, text)
 
 
 def prepare_output_dir(recipe: Recipe, resume: bool) -> Path:
     out = recipe.output_dir
     if out.exists() and recipe.output.overwrite and not resume:
-        shutil.rmtree(out)
+        clear_dir(out, protect=recipe_inputs(recipe))
+    else:
+        _take_over(out, recipe)
     if (out / "model").exists() and not resume:
         raise MedvlmError(f"{out}: this stage already finished (model/ exists); choose another output.dir "
                           "or set output.overwrite=true")
@@ -120,6 +148,7 @@ def prepare_output_dir(recipe: Recipe, resume: bool) -> Path:
         raise MedvlmError(f"{out}: holds checkpoints of an interrupted run; pass --resume to continue it "
                           "or set output.overwrite=true to start again")
     out.mkdir(parents=True, exist_ok=True)
+    mark_dir(out, RUN)
     return out
 
 
@@ -162,7 +191,7 @@ def save_trained(trainer: MedvlmTrainer, processor, template: str, out: Path, ad
     on the main process only; the directory appears complete or not at all.
     """
     final = out / ("adapter" if adapter else "model")
-    staging = out / f".{final.name}-staging"
+    staging = unique_staging(final)
     if trainer.is_world_process_zero():
         shutil.rmtree(staging, ignore_errors=True)
     trainer.save_model(str(staging))
@@ -231,8 +260,17 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
     """Train one stage as the recipe says; returns where the final model is.
 
     ``extra_samples`` join the recipe's training data (continual learning: replayed samples of
-    earlier tasks, UIR's unlabeled inquiries); they are counted in ``data_report.json``.
+    earlier tasks, UIR's unlabeled inquiries); they are counted in ``data_report.json``. The output
+    directory is claimed (:mod:`medvlm.claims`) for the whole run.
     """
+    if not recipe.data.train:
+        raise MedvlmError(f"{recipe.source_file or 'recipe'}: data.train lists no dataset to train on")
+    with claim(recipe.output_dir):
+        return _run_stage(recipe, resume=resume, loss_plugins=loss_plugins, extra_samples=extra_samples)
+
+
+def _run_stage(recipe: Recipe, *, resume: bool, loss_plugins: list[LossPlugin] | None,
+               extra_samples: list[Sample] | None) -> StageResult:
     if not recipe.data.train:
         raise MedvlmError(f"{recipe.source_file or 'recipe'}: data.train lists no dataset to train on")
     trainable = trainable_components(recipe)
@@ -240,7 +278,8 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
     out = prepare_output_dir(recipe, resume)
     write_text(out / "recipe.resolved.yaml", recipe.to_yaml())
     data_paths = [spec.path for spec in recipe.data.train if spec.path and Path(spec.path).is_file()]
-    write_json(out / "provenance.json", provenance(data_paths, recipe=recipe.source_file, stage=recipe.train.stage))
+    write_json(out / "provenance.json", provenance(data_paths, recipe=recipe.source_file, stage=recipe.train.stage,
+                                                   trust_remote_code=recipe.model.trust_remote_code))
     set_seed(recipe.train.seed)
 
     quantization = quantization_config(recipe.peft, DTYPES[recipe.model.dtype])
@@ -277,7 +316,15 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
     if resume:
         log.info("resuming from %s", checkpoint or "the start (no checkpoint found)")
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    except pickle.UnpicklingError:
+        if checkpoint is None:
+            raise
+        bad = unloadable_checkpoint_file(checkpoint)
+        raise ModelError(f"{bad or checkpoint}: not plain tensors (torch's weights-only loader refused it; nothing "
+                         "in it was run); delete this checkpoint and resume from an earlier one, or start "
+                         "again without --resume") from None
     wall = time.perf_counter() - started
     samples_used, tokens_used = len(setup.dataset), setup.dataset.num_tokens()
     is_main = trainer.is_world_process_zero()

@@ -32,6 +32,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from medvlm.data.collate import IGNORE_INDEX, ModalityLengthGroupedSampler
+from medvlm.io import run_token
 
 
 @runtime_checkable
@@ -143,7 +144,7 @@ class MedvlmTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         run_dir = super()._get_output_dir(trial)
         folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging = os.path.join(run_dir, ".staging")
+        staging = os.path.join(run_dir, f".staging-{run_token()}")
         if self.args.should_save:
             shutil.rmtree(staging, ignore_errors=True)  # leftovers of a killed save
             os.makedirs(staging, exist_ok=True)
@@ -177,6 +178,33 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def unloadable_checkpoint_file(checkpoint: str | Path) -> Path | None:
+    """The first training-state file of a checkpoint (RNG, scheduler, scaler, optimizer: the files the
+    Trainer loads with ``weights_only``) that torch's weights-only loader refuses.
+
+    Called only after resuming failed with ``UnpicklingError``, to name the file in the error; the
+    small files are tried first.
+    """
+    import pickle
+
+    files = sorted(Path(checkpoint).glob("*.pt*"), key=lambda file: (file.name.startswith("optimizer"), file.name))
+    for file in files:
+        try:
+            torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError:
+            return file
+        except RuntimeError:  # not a zip archive, so not mmap-able: a hand-made pickle
+            try:
+                torch.load(file, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                return file
+            except (RuntimeError, OSError, EOFError, ValueError):
+                continue
+        except (OSError, EOFError, ValueError):
+            continue
+    return None
 
 
 def latest_checkpoint(run_dir: str | Path) -> str | None:
