@@ -48,7 +48,8 @@ def test_missing_image_exits_2_naming_the_record(tmp_path: Path) -> None:
         {"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "x"}]}]))
     result = run_cli("predict", "--model", str(tmp_path / "no-model"), "--dataset", "llava", "--path", str(data),
                      "--output", str(tmp_path / "a.jsonl"))
-    assert result.returncode == 2 and f"{tmp_path / 'no-model'}: not a directory" in result.stderr
+    # images are checked with the data, before any model loads, and the message names the data file
+    assert result.returncode == 2 and f"{data}: record q42: key 'image': image file not found" in result.stderr
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"model": {"preset": "micro-clip-llama"},
                                       "data": {"train": [{"dataset": "llava", "path": str(data)}]},
