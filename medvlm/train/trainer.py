@@ -187,24 +187,28 @@ def unloadable_checkpoint_file(checkpoint: str | Path) -> Path | None:
     Called only after resuming failed with ``UnpicklingError``, to name the file in the error; the
     small files are tried first.
     """
-    import pickle
+    from transformers.trainer_pt_utils import safe_globals  # the numpy allow-list the Trainer loads RNG states with
 
     files = sorted(Path(checkpoint).glob("*.pt*"), key=lambda file: (file.name.startswith("optimizer"), file.name))
-    for file in files:
+    with safe_globals():
+        return next((file for file in files if _refused_by_weights_only(file)), None)
+
+
+def _refused_by_weights_only(file: Path) -> bool:
+    """Whether torch's weights-only loader refuses ``file`` (an unreadable file is not what failed here)."""
+    import pickle
+
+    for mmap in (True, False):  # mmap needs a zip archive, which a hand-made pickle is not
         try:
-            torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+            return False
         except pickle.UnpicklingError:
-            return file
-        except RuntimeError:  # not a zip archive, so not mmap-able: a hand-made pickle
-            try:
-                torch.load(file, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError:
-                return file
-            except (RuntimeError, OSError, EOFError, ValueError):
-                continue
-        except (OSError, EOFError, ValueError):
+            return True
+        except RuntimeError:
             continue
-    return None
+        except (OSError, EOFError, ValueError):
+            return False
+    return False
 
 
 def latest_checkpoint(run_dir: str | Path) -> str | None:
