@@ -12,7 +12,7 @@ from medvlm.errors import DataError
 from medvlm.eval.answers import read_answers
 from medvlm.eval.predict import PredictSettings, generate_answers
 from medvlm.eval.score import score_answers
-from medvlm.io import sha256_file
+from medvlm.io import check_output_file, sha256_file
 from medvlm.model.export import load_for_inference
 from medvlm.recipe import EvalSpec
 
@@ -90,6 +90,7 @@ def score_dataset(dataset: str, path: str | None, split: str, predictions: str |
                   image_root: str | None = None, options: dict[str, Any] | None = None, policy: str = "error",
                   baseline: str | Path | None = None, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """``medvlm score``: read the references and answer file(s), score, write scores.json + items."""
+    check_output_file(output)
     samples, report = read_source(dataset, path, split, policy=policy, image_root=image_root,  # type: ignore[arg-type]
                                   **(options or {}))
     if not samples:
@@ -132,6 +133,7 @@ def predict_dataset(
     dtype: str | None = None,
 ) -> tuple[int, int]:
     """``medvlm predict``: answer a data set into a (resumable) answer file; (written now, total)."""
+    check_output_file(output)  # before minutes of loading: a directory or a path under a file cannot be written
     samples, report = read_source(dataset, path, split, policy=policy, limit=limit,  # type: ignore[arg-type]
                                   image_root=image_root, **(options or {}))
     # bad images are bad records: skipped and counted under --on-bad-record skip, named with the data file
