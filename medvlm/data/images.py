@@ -19,6 +19,7 @@ instead of failing mid-epoch.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,13 +48,21 @@ def max_image_pixels() -> int:
     return int(os.environ.get("MEDVLM_MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS or 89_478_485))
 
 
-def check_image_size(image: Image.Image, path: Path) -> None:
-    """Refuse an opened (not yet decoded) image over :func:`max_image_pixels`, naming the file."""
+def open_image(path: Path) -> Image.Image:
+    """Open (not decode) an image, refusing one over :func:`max_image_pixels` with a message naming it.
+
+    Pillow's own bomb warning is silenced here: the size check below replaces it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
     width, height = image.size
     limit = max_image_pixels()
     if width * height > limit:
+        image.close()
         raise DataError(f"image {path} is {width}×{height} = {width * height:,} pixels, over the limit of "
                         f"{limit:,} (a decompression bomb?); raise MEDVLM_MAX_IMAGE_PIXELS if it is genuine")
+    return image
 
 
 def resolve_image_path(path: str, root: str | os.PathLike | None, *, file: str | None = None,
@@ -98,8 +107,7 @@ def load_image(path: str | os.PathLike, *, file: str | None = None, record: str 
         except DataError as exc:
             raise DataError(str(exc), file=file, record=record, key="image") from None
     try:
-        with Image.open(path) as handle:
-            check_image_size(handle, path)
+        with open_image(path) as handle:
             handle.load()
             image = ImageOps.exif_transpose(handle)
     except DataError as exc:
@@ -246,8 +254,8 @@ def _probe(path: Path, mode: str, dicom: Mapping[str, Any] | None) -> tuple[str,
         if mode == "decode":
             load_image(path)
         else:
-            with Image.open(path) as handle:  # opening reads and checks the header only
-                check_image_size(handle, path)
+            with open_image(path):  # opening reads and checks the header only
+                pass
     except DataError as exc:
         return "unreadable", exc.detail, None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
