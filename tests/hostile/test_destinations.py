@@ -97,3 +97,11 @@ def test_training_into_someones_folder_is_refused_and_overwrite_spares_the_input
     cli("train", _recipe(tmp_path, tmp_path, data, overwrite=True)).refused("refusing to replace or clear it",
                                                                             within=5)
     assert snapshot(tmp_path) == {**before, "r.yaml": snapshot(tmp_path)["r.yaml"]}
+
+
+def test_synthetic_data_is_never_written_over_someones_folder(cli, tmp_path: Path) -> None:
+    folder = _someones_folder(tmp_path / "data")
+    before = snapshot(folder)
+    cli("data", "synth", "--output", folder, "--image-size", "8").refused(
+        f"{folder}: exists and holds other files", within=30)
+    assert snapshot(folder) == before
