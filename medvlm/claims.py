@@ -27,6 +27,7 @@ from medvlm.io import LOCK_FILE
 log = logging.getLogger("medvlm")
 
 _held: dict[Path, int] = {}  # directories this process holds, with a re-entry count
+_created: set[Path] = set()  # ... of which the claim created the directory itself
 
 
 def _pid_alive(pid: int) -> bool:
@@ -72,6 +73,8 @@ def acquire(directory: str | os.PathLike) -> None:
     if directory in _held:
         _held[directory] += 1
         return
+    if not directory.exists():
+        _created.add(directory)
     directory.mkdir(parents=True, exist_ok=True)
     lock = directory / LOCK_FILE
     for _ in range(3):  # a stale lock removed by us (or another taker) between the checks: try again
@@ -110,6 +113,12 @@ def release(directory: str | os.PathLike) -> None:
     holder = _read(lock)
     if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
         lock.unlink(missing_ok=True)
+    if directory in _created:  # a run refused before writing anything leaves no empty directory behind
+        _created.discard(directory)
+        try:
+            directory.rmdir()
+        except OSError:
+            pass  # not empty: the run wrote its outputs
 
 
 @contextmanager

@@ -265,16 +265,14 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
     """
     if not recipe.data.train:
         raise MedvlmError(f"{recipe.source_file or 'recipe'}: data.train lists no dataset to train on")
-    with claim(recipe.output_dir):
-        return _run_stage(recipe, resume=resume, loss_plugins=loss_plugins, extra_samples=extra_samples)
-
-
-def _run_stage(recipe: Recipe, *, resume: bool, loss_plugins: list[LossPlugin] | None,
-               extra_samples: list[Sample] | None) -> StageResult:
-    if not recipe.data.train:
-        raise MedvlmError(f"{recipe.source_file or 'recipe'}: data.train lists no dataset to train on")
     trainable = trainable_components(recipe)
     check_peft_plan(recipe.peft, trainable, zero_stage=zero_stage(recipe.train.deepspeed))  # before any load
+    with claim(recipe.output_dir):
+        return _run_stage(recipe, trainable, resume=resume, loss_plugins=loss_plugins, extra_samples=extra_samples)
+
+
+def _run_stage(recipe: Recipe, trainable: tuple[str, ...], *, resume: bool, loss_plugins: list[LossPlugin] | None,
+               extra_samples: list[Sample] | None) -> StageResult:
     out = prepare_output_dir(recipe, resume)
     write_text(out / "recipe.resolved.yaml", recipe.to_yaml())
     data_paths = [spec.path for spec in recipe.data.train if spec.path and Path(spec.path).is_file()]

@@ -91,3 +91,23 @@ def test_messages_do_not_repeat_their_location() -> None:
     inner = DataError("image path '../x.png' leaves the image root", key="image")
     outer = DataError(str(inner), file="train.json", record="7", key="image")
     assert str(outer) == "train.json: record 7: key 'image': image path '../x.png' leaves the image root"
+
+
+def test_convert_llava_names_a_truncated_safetensors_file(cli, tmp_path: Path) -> None:
+    src = tmp_path / "llava-med"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"model_type": "llava_llama", "mm_hidden_size": 8, "hidden_size": 8}))
+    (src / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    cli("convert-llava", src, tmp_path / "out").refused(
+        f"{src / 'model.safetensors'}: not a readable safetensors file (SafetensorError", within=5)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_deeply_nested_answer_line_is_a_counted_problem(cli, tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png")
+    data = tmp_path / "test.json"
+    data.write_text(json.dumps([_record("1")]))
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text('{"question_id": "1", "text": "red"}\n{"question_id": ' + "[" * 50_000 + "]" * 50_000 + "}\n")
+    cli("score", "--dataset", "llava", "--path", data, "--predictions", answers, "--output", tmp_path / "s.json",
+        "--bootstrap", "0").refused(f"{answers}: record line 2: JSON nested too deeply to read", within=5)
