@@ -97,3 +97,21 @@ def test_embedded_dicom_is_cached_as_pixels_only(tmp_path: Path) -> None:
     assert b"DICM" not in content
     assert check_images(samples, "decode").bad == {}
     assert load_image(files[0]).size == (dataset.Columns, dataset.Rows)
+
+
+def test_a_stored_run_recipe_cannot_switch_on_remote_code(tmp_path: Path, caplog) -> None:
+    import logging
+
+    import yaml
+
+    from medvlm.model.export import resolve_source
+
+    run = tmp_path / "downloaded-run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    (run / "recipe.resolved.yaml").write_text(yaml.safe_dump({"model": {"path": str(tmp_path / "evil"),
+                                                                        "trust_remote_code": True}}))
+    with caplog.at_level(logging.WARNING, logger="medvlm"):
+        source = resolve_source(run)
+    assert source.recipe is not None and source.recipe.model.trust_remote_code is False
+    assert "ignoring model.trust_remote_code from the run's stored recipe" in caplog.text
