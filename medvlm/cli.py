@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from medvlm import __version__
 from medvlm.errors import MedvlmError
@@ -94,7 +95,7 @@ def _consolidate(args: argparse.Namespace) -> int:
     from medvlm.continual.checkpoints import consolidate_checkpoints
 
     summary = consolidate_checkpoints(args.method, args.previous, args.current, args.output,
-                                      ConsolidationConfig(ratio=args.ratio, alpha=args.alpha))
+                                      ConsolidationConfig(ratio=args.ratio, alpha=args.alpha), overwrite=args.overwrite)
     print(json.dumps(summary))
     return 0
 
@@ -160,7 +161,8 @@ def _report(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from medvlm.model.export import export_model
 
-    print(f"exported: {export_model(args.source, args.destination, merge_lora=args.merge_lora)}")
+    exported = export_model(args.source, args.destination, merge_lora=args.merge_lora, overwrite=args.overwrite)
+    print(f"exported: {exported}")
     return 0
 
 
@@ -366,6 +368,27 @@ def _add_use_parsers(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def _bounded(kind: type, low: float, high: float | None = None, *, low_open: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type``: a number in [low, high] ((low, high] with ``low_open``), else exit status 2."""
+    interval = f"{'(' if low_open else '['}{low:g}, {'∞)' if high is None else f'{high:g}]'}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got "
+                                             f"{text!r}") from None
+        if value != value or (value <= low if low_open else value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is outside {interval}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE_INT, COUNT = _bounded(int, 1), _bounded(int, 0)
+
+
 def _add_dataset_args(parser: argparse.ArgumentParser, *, required_split: bool = False) -> None:
     parser.add_argument("--dataset", required=True, type=registered(SOURCES), metavar="NAME",
                         help=f"source name: {', '.join(SOURCES.names())}")
@@ -404,9 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--current", required=True,
                    help="θ̂_t: llava model directory, or a LoRA adapter directory trained on --previous "
                         "(exact low-rank SAC path)")
-    p.add_argument("--ratio", type=float, default=0.2, help="SAC ratio r (default 0.2)")
-    p.add_argument("--alpha", type=float, default=0.5, help="mix weight of --current (default 0.5)")
+    p.add_argument("--ratio", type=_bounded(float, 0, 1, low_open=True), default=0.2,
+                   help="SAC ratio r in (0, 1] (default 0.2)")
+    p.add_argument("--alpha", type=_bounded(float, 0, 1), default=0.5,
+                   help="mix weight of --current in [0, 1] (default 0.5)")
     p.add_argument("--output", required=True, help="directory for θ_t (a llava model directory)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --output even if it holds files medvlm did not write")
 
     p = sub.add_parser("demo", help="the embedded demo: tiny model, synthetic data, all stages, scores")
     p.add_argument("--output", default="outputs/demo")
@@ -426,9 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system-prompt", help="system prompt (default: the one the model was trained with; "
                    "\"\" for none)")
     p.add_argument("--prompt-style", type=registered(PROMPT_STYLES), default="plain")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--limit", type=int)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=16)
+    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=32)
+    p.add_argument("--limit", type=POSITIVE_INT, help="answer at most this many questions")
     p.add_argument("--model-id")
     p.add_argument("--image-aspect-ratio", choices=("pad", "resize", "crop"), default="pad")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
@@ -439,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True, help="answer file (JSONL, LLaVA convention)")
     p.add_argument("--output", required=True, help="scores.json (per-item rows go to scores.items.jsonl)")
     p.add_argument("--baseline", help="another system's answer file: paired McNemar / bootstrap comparison")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: none)")
+    p.add_argument("--bootstrap", type=COUNT, default=1000, help="bootstrap resamples for 95%% CIs (0: none)")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("report", help="report.json + self-contained report.html from scores and run dirs")
@@ -456,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination", metavar="DST")
     p.add_argument("--merge-lora", action="store_true", help="fold LoRA/DoRA/QLoRA adapters into the weights "
                    "(QLoRA: into the dequantised base); without it an adapter run exports its adapter")
+    p.add_argument("--overwrite", action="store_true", help="replace DST even if it holds files medvlm did not "
+                   "write (never the source, its run directory or their parents)")
 
     p = sub.add_parser("convert-llava", help="original LLaVA / LLaVA-Med / LLaVA-NeXT checkpoint → Hugging Face "
                        "llava (llava_next)")
@@ -472,8 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="per-GPU training memory of a recipe, before any weights load")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU size to check the plan against (GiB)")
-    p.add_argument("--gpus", type=int, help="GPUs sharing the run (default: WORLD_SIZE or 1)")
+    p.add_argument("--gpu-memory", type=_bounded(float, 0, low_open=True), metavar="GB",
+                   help="GPU size to check the plan against (GiB)")
+    p.add_argument("--gpus", type=POSITIVE_INT, help="GPUs sharing the run (default: WORLD_SIZE or 1)")
     p.add_argument("--shapes", metavar="NAME", help="plan with a released model's shapes instead of "
                    "model.path/preset (llava-med-v1.5-7b)")
     p.add_argument("--json", action="store_true")
@@ -485,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("preview", help="rendered prompts and label text of a recipe's first samples")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    p.add_argument("-n", type=int, default=3)
+    p.add_argument("-n", type=POSITIVE_INT, default=3)
     p = data.add_parser("inspect", help="counts, image checks and every validation problem of a data set")
     p.add_argument("--dataset", required=True, type=registered(SOURCES), metavar="NAME",
                    help=f"source name: {', '.join(SOURCES.names())}")
@@ -496,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-check", choices=("none", "exists", "header", "decode"), default="header",
                    help="how hard to check referenced images (default: parse each header)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    p.add_argument("--max-problems", type=int, help="list at most this many problems (default: all)")
+    p.add_argument("--max-problems", type=COUNT, help="list at most this many problems (default: all)")
     p.add_argument("--strict", action="store_true", help="exit with status 2 when any problem is found")
     p = data.add_parser("convert", help="write a data set as LLaVA conversation JSON (downstream format)")
     _add_dataset_args(p)
@@ -507,11 +537,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="<image> after the question (LLaVA-Med's files) or before it")
     p.add_argument("--image-check", choices=("none", "exists", "header", "decode"), default="header",
                    help="how hard to check referenced images (default: parse each header)")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=POSITIVE_INT, help="convert at most this many records")
     p = data.add_parser("synth", help="generate the synthetic data set")
     p.add_argument("--output", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--image-size", type=_bounded(int, 8), default=32)
     return parser
 
 

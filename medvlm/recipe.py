@@ -39,7 +39,8 @@ from pydantic import (
     model_validator,
 )
 
-from medvlm.errors import RecipeError
+from medvlm.bounds import TreeError, check_tree
+from medvlm.errors import RecipeError, shorten
 from medvlm.registry import CONSOLIDATORS, GUARDS, METHOD_SETTINGS, PROMPT_STYLES, SOURCES, TEMPLATES, Registry
 
 
@@ -57,6 +58,10 @@ def _registered(registry: Registry) -> AfterValidator:
 DatasetName = Annotated[str, _registered(SOURCES)]
 TemplateName = Annotated[str, _registered(TEMPLATES)]
 PromptStyle = Annotated[str, _registered(PROMPT_STYLES)]
+
+#: Values a recipe file may expand to. Real recipes hold a few hundred; YAML anchors and aliases can
+#: make a 1 KB file expand to billions ("billion laughs"), which validation and dumping would walk.
+MAX_RECIPE_VALUES = 100_000
 
 # --------------------------------------------------------------------------------------------------
 # Schema
@@ -77,9 +82,10 @@ class ModelSpec(_Section):
     preset: str | None = Field(None, description="tiny preset, e.g. tiny-clip-llama")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="run Python code shipped in model.path (warned about, "
+                                    "recorded in provenance; never taken from a run's stored recipe)")
     init_seed: int = 0
-    tokenizer_vocab_size: int = 1024
+    tokenizer_vocab_size: int = Field(1024, ge=8)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -124,24 +130,31 @@ class TrainSpec(_Section):
     learning_rate: float = Field(2e-5, gt=0)
     projector_lr: float | None = Field(None, gt=0)
     epochs: float = Field(1.0, gt=0)
-    max_steps: int = -1
+    max_steps: int = Field(-1, description="optimizer steps; -1 (the default) trains for train.epochs instead")
     per_device_batch_size: int = Field(8, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     # < 1: transformers reads warmup_steps >= 1 as a step count
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     lr_scheduler: str = "cosine"
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = Field(1.0, ge=0, description="0: no clipping")
     seed: int = 42
     bf16: bool = False
     fp16: bool = False
     gradient_checkpointing: bool = False
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(500, ge=1)
-    save_total_limit: int | None = 2
+    save_total_limit: int | None = Field(2, ge=1, description="checkpoints kept (null: all)")
     deepspeed: str | None = None
     dataloader_num_workers: int = Field(0, ge=0)
     tensorboard: bool = True
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, value: int) -> int:
+        if value == 0 or value < -1:  # transformers reads 0 as "one step" and any negative as "use epochs"
+            raise ValueError("must be at least 1, or -1 to train for train.epochs")
+        return value
 
 
 class PeftSpec(_Section):
@@ -187,7 +200,7 @@ class ProbeSpec(_Section):
 
 
 class SacSpec(_Section):
-    ratio: float = Field(0.2, gt=0, description="r: the window K is where mean(σ₁..σ_K) ≤ r·σ₁")
+    ratio: float = Field(0.2, gt=0, le=1, description="r in (0, 1]: the window K is where mean(σ₁..σ_K) ≤ r·σ₁")
 
 
 class MixSpec(_Section):
@@ -338,7 +351,7 @@ class OutputSpec(_Section):
 
 
 class StageRef(_Section):
-    name: str
+    name: str = Field(pattern=_NAME, description="the stage's directory under output.dir")
     recipe: str
     overrides: dict[str, Any] = Field(default_factory=dict)
 
@@ -377,6 +390,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: YAML nested too deeply to read") from None
+    try:
+        check_tree(data, max_nodes=MAX_RECIPE_VALUES)
+    except TreeError as exc:
+        raise RecipeError(f"{path}: refused: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -405,7 +426,7 @@ def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else (bases or []):
         if not isinstance(base, str):
-            raise RecipeError(f"{path}: key 'base': expected a path or list of paths, got {base!r}")
+            raise RecipeError(f"{path}: key 'base': expected a path or list of paths, got {shorten(base)}")
         merged = deep_merge(merged, _load_with_bases(path.parent / base, (*seen, path)))
     return deep_merge(merged, raw)
 
@@ -523,7 +544,7 @@ def format_validation_error(error: ValidationError, origin: str) -> str:
             lines.append(f"{origin}: unknown key '{dotted}' ({hint})")
         else:
             got = item.get("input")
-            shown = repr(got) if not isinstance(got, dict) else "a mapping"
+            shown = shorten(got) if not isinstance(got, dict) else "a mapping"
             lines.append(f"{origin}: key '{dotted or '<root>'}': {item['msg']} (got {shown})")
     return "\n".join(lines)
 

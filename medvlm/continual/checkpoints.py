@@ -22,6 +22,7 @@ import torch
 
 from medvlm.continual import ConsolidationConfig, LowRankDelta, StateDict, get_consolidator
 from medvlm.errors import ModelError
+from medvlm.io import check_replaceable
 from medvlm.model.adapters import is_adapter_dir
 from medvlm.model.build import load_pretrained
 from medvlm.model.export import save_llava_dir
@@ -107,8 +108,15 @@ def load_update(previous_dir: str | Path, current_dir: str | Path) -> Update:
 
 
 def consolidate_checkpoints(method: str, previous_dir: str | Path, current_dir: str | Path,
-                            output_dir: str | Path, config: ConsolidationConfig) -> dict[str, Any]:
-    """θ_t = consolidator(θ_{t−1}, θ̂_t) written to ``output_dir``; returns the consolidation stats."""
+                            output_dir: str | Path, config: ConsolidationConfig, *,
+                            overwrite: bool = False) -> dict[str, Any]:
+    """θ_t = consolidator(θ_{t−1}, θ̂_t) written to ``output_dir``; returns the consolidation stats.
+
+    ``output_dir`` must not be (or contain) either input; a directory of other files is replaced only
+    with ``overwrite`` (checked before any weights load).
+    """
+    protect = (previous_dir, current_dir)
+    check_replaceable(output_dir, overwrite=overwrite, protect=protect)
     consolidator = get_consolidator(method)
     update = load_update(previous_dir, current_dir)
     if not config.low_rank:
@@ -120,6 +128,6 @@ def consolidate_checkpoints(method: str, previous_dir: str | Path, current_dir: 
               "tensors": config.stats.get("tensors", {})}
     # the consolidated model is prompted as the task's model was trained
     save_llava_dir(update.model, update.processor, output_dir, read_trained_prompt(current_dir),
-                   records={CONSOLIDATION: record})
+                   records={CONSOLIDATION: record}, overwrite=overwrite, protect=protect)
     log.info("consolidated (%s) %s + %s -> %s", method, previous_dir, current_dir, output_dir)
     return summary

@@ -19,6 +19,7 @@ instead of failing mid-epoch.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,34 @@ if TYPE_CHECKING:
 AspectMode = Literal["pad", "resize", "crop"]
 ImageCheckMode = Literal["none", "exists", "header", "decode"]
 DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def max_image_pixels() -> int:
+    """Pixels an image may have before decoding (``MEDVLM_MAX_IMAGE_PIXELS``; default Pillow's warning
+    threshold, ~89 M, e.g. 9459 × 9459): a few-KB PNG can declare a gigapixel canvas (a
+    decompression bomb) and exhaust memory while it decodes. Whole-slide pathology images are tiled
+    before they reach a VLM, so nothing real comes near the bound."""
+    return int(os.environ.get("MEDVLM_MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS or 89_478_485))
+
+
+def open_image(source: str | os.PathLike | IO[bytes], max_pixels: int | None = None) -> Image.Image:
+    """Open (not decode) an image, refusing one over ``max_pixels`` (default :func:`max_image_pixels`)
+    with a message naming it.
+
+    Pillow's own bomb warning is silenced here: the size check below replaces it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(source)
+    width, height = image.size
+    limit = max_pixels or max_image_pixels()
+    if width * height > limit:
+        image.close()
+        name = "the image" if hasattr(source, "read") else f"image {source}"
+        hint = "; raise MEDVLM_MAX_IMAGE_PIXELS if it is genuine" if max_pixels is None else ""
+        raise DataError(f"{name} is {width}×{height} = {width * height:,} pixels, over the limit of "
+                        f"{limit:,} (a decompression bomb?){hint}")
+    return image
 
 
 def resolve_image_path(path: str, root: str | os.PathLike | None, *, file: str | None = None,
@@ -82,19 +111,20 @@ def load_image(path: str | os.PathLike, *, file: str | None = None, record: str 
             raise DataError(str(exc), file=file, record=record, key="image") from None
     try:
         return open_rgb(path)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except DataError as exc:
+        raise DataError(exc.detail, file=file, record=record, key="image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot decode image {path}: {exc}", file=file, record=record, key="image") from None
 
 
 def open_rgb(source: str | os.PathLike | IO[bytes], max_pixels: int | None = None) -> Image.Image:
     """Decode an image file or stream with Pillow: EXIF orientation applied, then RGB.
 
-    ``max_pixels`` refuses larger images from their header, before any pixel is decoded (uploads).
-    Raises Pillow's own errors; callers say which file or request was bad.
+    Images over ``max_pixels`` (default :func:`max_image_pixels`) are refused from their header,
+    before any pixel is decoded (:func:`open_image`). Raises Pillow's own errors for undecodable
+    data; callers say which file or request was bad.
     """
-    with Image.open(source) as handle:
-        if max_pixels is not None and handle.width * handle.height > max_pixels:
-            raise ValueError(f"{handle.width}x{handle.height} pixels is more than the limit of {max_pixels:,}")
+    with open_image(source, max_pixels) as handle:
         handle.load()
         image = ImageOps.exif_transpose(handle)
     return to_rgb(image)
@@ -237,11 +267,11 @@ def _probe(path: Path, mode: str, dicom: Mapping[str, Any] | None) -> tuple[str,
         if mode == "decode":
             load_image(path)
         else:
-            with Image.open(path):
-                pass  # opening reads and checks the header only
+            with open_image(path):  # opening reads and checks the header only
+                pass
     except DataError as exc:
-        return "unreadable", str(exc), None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return "unreadable", exc.detail, None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return "unreadable", f"cannot decode image {path}: {exc}", None
     return "present", None, None
 

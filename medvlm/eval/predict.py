@@ -14,7 +14,6 @@ already answered, so a killed prediction resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from medvlm.data.records import Sample
 from medvlm.errors import DataError
 from medvlm.eval.answers import question_id
 from medvlm.eval.generation import GenerationItem, Generator
-from medvlm.io import append_jsonl
+from medvlm.io import append_jsonl, check_output_file, parse_json
 
 log = logging.getLogger("medvlm")
 
@@ -61,6 +60,7 @@ def read_answer_ids(path: Path, settings: PredictSettings | None = None) -> set[
     file must have been written with the same model, prompt and decoding settings — resuming with
     others would mix two experiments in one answer file.
     """
+    check_output_file(path)
     if not path.exists():
         return set()
     done: set[str] = set()
@@ -69,9 +69,9 @@ def read_answer_ids(path: Path, settings: PredictSettings | None = None) -> set[
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             try:
-                row = json.loads(line)
+                row = parse_json(line, file=str(path), line=number)
                 done.add(str(row["question_id"]))
-            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            except (DataError, KeyError, TypeError):
                 if good_bytes + len(line) == size and not line.endswith(b"\n"):
                     break  # torn last line
                 raise DataError(f"line {number} is not an answer row; fix or remove it before resuming",

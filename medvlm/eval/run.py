@@ -11,7 +11,7 @@ from medvlm.errors import DataError
 from medvlm.eval.answers import read_answers
 from medvlm.eval.predict import PredictSettings, generate_answers
 from medvlm.eval.score import score_answers
-from medvlm.io import sha256_file
+from medvlm.io import check_output_file, sha256_file
 from medvlm.model.export import load_for_inference, model_prompt
 from medvlm.recipe import EvalSpec
 from medvlm.rundir import EvalDir, StageDir, model_label
@@ -85,6 +85,7 @@ def score_dataset(dataset: str, path: str | None, split: str, predictions: str |
                   image_root: str | None = None, options: dict[str, Any] | None = None, policy: str = "error",
                   baseline: str | Path | None = None, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """``medvlm score``: read the references and answer file(s), score, write scores.json + items."""
+    check_output_file(output)
     read = read_spec(source_spec(dataset, path, split, image_root=image_root, options=options),
                      policy=policy, image_check="none")  # type: ignore[arg-type]  # scoring reads no pixels
     samples, report = read.samples, read.report
@@ -144,6 +145,8 @@ def predict_dataset(
     ``template`` and ``system_prompt`` default to those the model was trained with (its
     ``prompt.json`` or run recipe), so a model is prompted as it learned to answer.
     """
+    check_output_file(output)  # before minutes of loading: a directory or a path under a file cannot be written
+    # bad images are bad records: skipped and counted under --on-bad-record skip, named with the data file
     read = read_spec(source_spec(dataset, path, split, image_root=image_root, options=options, limit=limit),
                      policy=policy)  # type: ignore[arg-type]
     samples, report = read.samples, read.report

@@ -13,7 +13,6 @@ Every combination that cannot work is rejected by :func:`check_peft_plan` before
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from medvlm.errors import ModelError
+from medvlm.io import read_json
 from medvlm.recipe import PeftSpec
 
 PROJECTOR_MODULE = "multi_modal_projector"
@@ -101,7 +101,7 @@ def set_base_reference(model: PeftModel, base: str | Path | None) -> None:
 
 
 def adapter_settings(path: str | Path) -> dict:
-    return json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    return read_json(Path(path) / ADAPTER_CONFIG)
 
 
 def adapter_base(path: str | Path) -> str | None:

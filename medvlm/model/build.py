@@ -6,17 +6,21 @@ each curriculum stage trains.
 
 from __future__ import annotations
 
-import json
+import logging
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoProcessor, LlavaForConditionalGeneration, ProcessorMixin
 
-from medvlm.errors import ModelError
+from medvlm.errors import ModelError, first_line, shorten
+from medvlm.io import read_json
 from medvlm.recipe import ModelSpec, Recipe
+
+log = logging.getLogger("medvlm")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -96,13 +100,26 @@ def num_image_tokens(model_config) -> int:
     return patches + int(has_cls) - int(strategy == "default" and has_cls)
 
 
-def check_llava_dir(path: Path) -> None:
+def check_llava_dir(path: Path, trust_remote_code: bool = False) -> None:
+    """A Hugging Face llava directory, or a :class:`ModelError` saying what it is instead.
+
+    A config naming its own code (``auto_map``) is refused unless ``trust_remote_code``: the llava
+    classes transformers ships would otherwise load the weights into an architecture the directory
+    says is not its own.
+    """
     config_file = path / "config.json"
     if not path.is_dir():
         raise ModelError(f"{path}: model directory not found")
     if not config_file.is_file():
         raise ModelError(f"{path}: no config.json; expected a Hugging Face llava model directory")
-    config = json.loads(config_file.read_text())
+    config = read_json(config_file)
+    if not isinstance(config, dict):
+        raise ModelError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
+    if config.get("auto_map") and not trust_remote_code:
+        raise ModelError(f"{config_file}: key 'auto_map': the directory ships its own model code "
+                         f"({shorten(config['auto_map'])}); medvlm loads the llava classes transformers ships. "
+                         "Remove auto_map if these are standard llava weights, or set model.trust_remote_code: "
+                         "true to run that code")
     model_type = config.get("model_type")
     if model_type in ORIGINAL_LLAVA_TYPES or "mm_vision_tower" in config:
         raise ModelError(
@@ -137,7 +154,10 @@ def load_pretrained(path: str | Path, *, dtype: str = "float32", attn_implementa
     if quantization is None and _is_bare_adapter_dir(path):
         return _load_merged_adapter(path, dtype=dtype, attn_implementation=attn_implementation,
                                     trust_remote_code=trust_remote_code)
-    check_llava_dir(path)
+    check_llava_dir(path, trust_remote_code)
+    if trust_remote_code:
+        log.warning("WARNING: model.trust_remote_code is true: Python code shipped in %s will run with your "
+                    "permissions; use it only for a directory whose code you have read", path.resolve())
     if quantization is not None:
         from medvlm.model.quant import quantized_device_map
 
@@ -147,8 +167,8 @@ def load_pretrained(path: str | Path, *, dtype: str = "float32", attn_implementa
             path, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code, **kwargs)
         processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot load model or processor: {exc}") from None
+    except (OSError, SafetensorError) as exc:  # a missing or truncated weights / tokenizer file
+        raise ModelError(f"{path}: cannot load model or processor: {first_line(exc)}") from None
     if quantization is not None:
         from medvlm.model.quant import avoid_cpu_packing_bug
 

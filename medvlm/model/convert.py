@@ -42,7 +42,6 @@ nothing is unpickled.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -51,7 +50,8 @@ from typing import Any
 
 import torch
 
-from medvlm.errors import ModelError
+from medvlm.errors import ModelError, first_line
+from medvlm.io import check_replaceable, read_json
 
 log = logging.getLogger("medvlm")
 
@@ -109,7 +109,9 @@ def read_original_config(src: Path) -> dict[str, Any]:
     path = src / "config.json"
     if not path.is_file():
         raise ModelError(f"{src}: no config.json; expected an original LLaVA / LLaVA-Med checkpoint directory")
-    config = json.loads(path.read_text(encoding="utf-8"))
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(config).__name__}")
     model_type = config.get("model_type")
     if model_type == "llava":
         raise ModelError(f"{path}: already in the Hugging Face llava format; nothing to convert")
@@ -143,6 +145,7 @@ def read_original_config(src: Path) -> dict[str, Any]:
 
 def read_weights(src: Path) -> dict[str, torch.Tensor]:
     """Every tensor of the checkpoint (sharded or not), without unpickling anything."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     safetensors = sorted(src.glob("*.safetensors"))
@@ -152,7 +155,10 @@ def read_weights(src: Path) -> dict[str, torch.Tensor]:
     weights: dict[str, torch.Tensor] = {}
     for path in safetensors or bins:
         if path.suffix == ".safetensors":
-            part = load_file(path)
+            try:
+                part = load_file(path)
+            except (SafetensorError, OSError) as exc:  # truncated or not safetensors at all
+                raise ModelError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
         else:
             try:
                 part = torch.load(path, map_location="cpu", weights_only=True)
@@ -219,6 +225,7 @@ def vision_tower_config(config: dict[str, Any], vision_tower: Path | None, src: 
     else:
         if not (directory / "config.json").is_file():
             raise ModelError(f"{directory}: no config.json; expected a CLIP / SigLIP model directory")
+        read_json(directory / "config.json")  # a truncated file: one line naming it, not transformers' traceback
         loaded = AutoConfig.from_pretrained(directory)
         vision = getattr(loaded, "vision_config", loaded)
     if vision.model_type not in ("clip_vision_model", "siglip_vision_model"):
@@ -293,7 +300,7 @@ def load_tokenizer(src: Path):
                              "'sentencepiece' package (pip install sentencepiece protobuf)") from None
     options: dict[str, Any] = {}
     settings_file = src / "tokenizer_config.json"
-    settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.is_file() else {}
+    settings = read_json(settings_file) if settings_file.is_file() else {}
     if sentencepiece_only and settings.get("legacy") is None:
         options["legacy"] = True
     try:
@@ -345,7 +352,7 @@ def build_processor(tokenizer, vision_config, vision_dir: Path | None, config: d
     mean, std, size = CLIP_MEAN, CLIP_STD, vision_config.image_size
     preprocessor = vision_dir / "preprocessor_config.json" if vision_dir else None
     if preprocessor is not None and preprocessor.is_file():
-        settings = json.loads(preprocessor.read_text(encoding="utf-8"))
+        settings = read_json(preprocessor)
         mean, std = settings.get("image_mean", mean), settings.get("image_std", std)
     clip = vision_config.model_type == "clip_vision_model"
     common = dict(size={"shortest_edge": size} if clip else {"height": size, "width": size},
@@ -388,6 +395,8 @@ def convert_llava(src: str | Path, dst: str | Path, *, vision_tower: str | Path 
     from medvlm.model.prompting import TrainedPrompt
 
     src, dst = Path(src), Path(dst)
+    protect = (src, *((vision_tower,) if vision_tower else ()))
+    check_replaceable(dst, protect=protect)  # before the (slow) conversion
     config = read_original_config(src)
     stored = config.get("torch_dtype") or config.get("dtype") or "float32"
     if not dtype and stored not in DTYPES:
@@ -458,7 +467,8 @@ def convert_llava(src: str | Path, dst: str | Path, *, vision_tower: str | Path 
     report.tensors = len(weights)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     processor = build_processor(tokenizer, vision, vision_dir, config)
-    save_llava_dir(model, processor, dst, TrainedPrompt(template or DEFAULT_TEMPLATES[config["model_type"]]))
+    save_llava_dir(model, processor, dst, TrainedPrompt(template or DEFAULT_TEMPLATES[config["model_type"]]),
+                   protect=protect)
     from medvlm.io import write_json
 
     write_json(dst / "conversion.json", {**report.__dict__, "vocab_size": list(report.vocab_size)})

@@ -14,6 +14,8 @@ quantised model, so the merged model computes what the trained model computed (â
 full-precision base plus an adapter that was fitted to a different set of weights.
 
 Exports are written to a staging directory and moved into place, so ``DST`` is never half written.
+``DST`` is replaced only when it is new, empty or an earlier export (``overwrite`` for a directory of
+other files); the source, its run directory and their ancestors never are (:func:`medvlm.io.replace_dir`).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ import torch
 import yaml
 from transformers import AutoProcessor, ProcessorMixin
 
-from medvlm.errors import ModelError
-from medvlm.io import replace_dir, write_json
+from medvlm.errors import ModelError, first_line
+from medvlm.io import check_replaceable, replace_dir, unique_staging, write_json
 from medvlm.model.adapters import (
     ADAPTER_CONFIG,
     DORA_NATIVE_LOADING,
@@ -59,12 +61,22 @@ class Source:
 
 
 def read_run_recipe(run_dir: str | Path) -> Recipe:
+    """The recipe a run stored, with ``model.trust_remote_code`` off.
+
+    A stored file is data, not the user's choice: a copied run directory must not make medvlm run
+    its model directory's code (a model needing it then fails with an error saying so).
+    """
     path = StageDir(Path(run_dir)).recipe
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ModelError(f"{path}: cannot read the run's recipe: {exc}") from None
-    return validate(tree, str(path))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read the run's recipe: {first_line(exc)}") from None
+    recipe = validate(tree, str(path))
+    if recipe.model.trust_remote_code:
+        log.warning("%s: ignoring model.trust_remote_code from the run's stored recipe (only your own recipe "
+                    "can switch it on)", path)
+        recipe.model.trust_remote_code = False
+    return recipe
 
 
 def resolve_source(path: str | Path) -> Source:
@@ -134,15 +146,19 @@ def load_for_inference(path: str | Path, dtype: str | None = None) -> tuple[torc
 
 
 def save_llava_dir(model: torch.nn.Module, processor: ProcessorMixin, dst: str | Path,
-                   prompt: TrainedPrompt | None = None, records: dict[str, Any] | None = None) -> Path:
+                   prompt: TrainedPrompt | None = None, records: dict[str, Any] | None = None, *,
+                   overwrite: bool = False, protect: tuple[str | Path, ...] = ()) -> Path:
     """Write model, processor and the prompt it was trained with to ``dst`` through a staging directory.
 
     ``prompt`` sets the chat template and is recorded as ``prompt.json`` (see
     :mod:`medvlm.model.prompting`). ``records`` are JSON files (name â†’ content) written beside the
     weights, inside the same atomic replace (a consolidated model carries its ``consolidation.json``).
+    ``overwrite`` and ``protect``: see :func:`medvlm.io.check_replaceable` (checked before anything
+    is written).
     """
     dst = Path(dst)
-    staging = dst.with_name(f".{dst.name}.staging")
+    check_replaceable(dst, overwrite=overwrite, protect=protect)
+    staging = unique_staging(dst)
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     if prompt is not None:
@@ -151,11 +167,12 @@ def save_llava_dir(model: torch.nn.Module, processor: ProcessorMixin, dst: str |
     processor.save_pretrained(staging)
     for name, content in (records or {}).items():
         write_json(staging / name, content)
-    replace_dir(staging, dst)
+    replace_dir(staging, dst, overwrite=overwrite, protect=protect)
     return dst
 
 
-def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None = None) -> Path:
+def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None = None, *,
+                   overwrite: bool = False, protect: tuple[str | Path, ...] = ()) -> Path:
     """Copy an adapter with its processor; its config names an existing base llava directory."""
     recipe = source.recipe
     base = base_dir or (recipe.model.path if recipe is not None else adapter_base(source.path))
@@ -172,7 +189,9 @@ def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None 
         raise ModelError(f"{source.path}: a QLoRA adapter was trained on quantised weights; export it with "
                          "--merge-lora, which merges it into the dequantised base it was fitted to")
     dst = Path(dst)
-    staging = dst.with_name(f".{dst.name}.staging")
+    protect = (*protect, base)
+    check_replaceable(dst, overwrite=overwrite, protect=protect)
+    staging = unique_staging(dst)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for name in ADAPTER_FILES:
@@ -186,17 +205,23 @@ def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None 
         prompt.apply(processor)
         prompt.write(staging)
     processor.save_pretrained(staging)
-    replace_dir(staging, dst)
+    replace_dir(staging, dst, overwrite=overwrite, protect=protect)
     return dst
 
 
-def export_model(source_path: str | Path, dst: str | Path, *, merge_lora: bool = False) -> Path:
-    """``medvlm export``: a Hugging Face llava directory (or adapter directory) at ``dst``."""
+def export_model(source_path: str | Path, dst: str | Path, *, merge_lora: bool = False,
+                 overwrite: bool = False) -> Path:
+    """``medvlm export``: a Hugging Face llava directory (or adapter directory) at ``dst``.
+
+    ``dst`` must not be (or contain) the source or its run directory; a directory of other files is
+    replaced only with ``overwrite``. Checked before any weights load.
+    """
     source = resolve_source(source_path)
     dst = Path(dst)
-    if dst.resolve() == source.path.resolve():
-        raise ModelError(f"{dst}: the export destination is the source itself")
+    run_dir = run_dir_of(Path(source_path))
+    protect = (source.path, Path(source_path), *((run_dir,) if run_dir is not None else ()))
+    check_replaceable(dst, overwrite=overwrite, protect=protect)
     if source.is_adapter and not merge_lora:
-        return export_adapter(source, dst)
+        return export_adapter(source, dst, overwrite=overwrite, protect=protect)
     model, processor = load_source(source)
-    return save_llava_dir(model, processor, dst, trained_prompt(source))
+    return save_llava_dir(model, processor, dst, trained_prompt(source), overwrite=overwrite, protect=protect)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medvlm.claims import claim
 from medvlm.continual import ConsolidationConfig, Guard, TaskContext, get_guard, is_consolidator
 from medvlm.continual.checkpoints import consolidate_checkpoints
 from medvlm.continual.metrics import ACCURACY_DEFINITION, continual_metrics, probe_accuracy
@@ -41,7 +42,7 @@ from medvlm.model.prompting import TrainedPrompt
 from medvlm.provenance import provenance
 from medvlm.recipe import ContinualTaskSpec, Recipe, SourceSpec, apply_overrides, validate
 from medvlm.rundir import CONSOLIDATION, ContinualDir, StageDir, TaskDir
-from medvlm.runs.outputs import claim_output_dir
+from medvlm.train.outputs import claim_output_dir
 from medvlm.train.saving import save_final_model
 from medvlm.train.stage import run_stage
 
@@ -125,6 +126,11 @@ def _consolidation_config(recipe: Recipe, consolidator: str) -> ConsolidationCon
 
 def run_continual(recipe: Recipe, *, resume: bool = False) -> ContinualResult:
     """Run (or continue) the task sequence; returns the ``continual.json`` record."""
+    with claim(recipe.output_dir):  # one run at a time in an output directory (medvlm.claims)
+        return _run_continual(recipe, resume=resume)
+
+
+def _run_continual(recipe: Recipe, *, resume: bool) -> ContinualResult:
     spec = recipe.continual
     if spec is None:
         raise RecipeError(f"{recipe.source_file or 'recipe'}: no 'continual' section")

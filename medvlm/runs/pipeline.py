@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medvlm.claims import claim
 from medvlm.errors import RecipeError
 from medvlm.eval.run import evaluate_model
 from medvlm.io import write_json
 from medvlm.provenance import provenance
 from medvlm.recipe import Recipe, apply_overrides, load_tree, parse_override, resolve, set_dotted
 from medvlm.rundir import PipelineDir
-from medvlm.runs.outputs import claim_output_dir
+from medvlm.train.outputs import claim_output_dir
 from medvlm.train.stage import run_stage
 
 log = logging.getLogger("medvlm")
@@ -75,6 +76,9 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     recipe = resolve(tree, str(path), {"recipe_dir": str(path.resolve().parent)})
     if not recipe.stages:
         raise RecipeError(f"{path}: a pipeline recipe needs a 'stages' list")
+    repeated = sorted({ref.name for ref in recipe.stages if [r.name for r in recipe.stages].count(ref.name) > 1})
+    if repeated:  # OUT/<name> would hold both, and the second would be skipped as "already complete"
+        raise RecipeError(f"{path}: key 'stages': stage names must be unique; repeated: {', '.join(repeated)}")
     out = recipe.output_dir
     stages: list[tuple[str, Recipe]] = []
     previous: str | None = None
@@ -100,6 +104,11 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 
 
 def run_pipeline(pipeline: Pipeline, *, resume: bool = False) -> PipelineResult:
+    with claim(pipeline.output_dir):  # one run at a time in an output directory (medvlm.claims)
+        return _run_pipeline(pipeline, resume=resume)
+
+
+def _run_pipeline(pipeline: Pipeline, *, resume: bool) -> PipelineResult:
     out, layout = pipeline.output_dir, pipeline.layout
     claim_output_dir(out, pipeline.recipe, "pipeline run")
     write_json(layout.provenance, provenance(recipe=pipeline.recipe.source_file))

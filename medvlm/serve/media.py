@@ -143,6 +143,8 @@ def decode_image(image: ImageBytes, policy: MediaPolicy, dicom: Mapping[str, Any
         raise RequestError("DICOM settings were given for an image that is not DICOM", param=param)
     try:
         return open_rgb(io.BytesIO(image.data), max_pixels=policy.max_image_pixels)
+    except DataError as exc:  # over the pixel limit
+        raise RequestError(exc.detail, param=param) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise RequestError(f"cannot decode the image: {exc}", param=param) from None
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from medvlm.io import replace_dir
+from medvlm.io import replace_dir, unique_staging
 from medvlm.model.adapters import merge_adapter
 from medvlm.model.build import load_model
 from medvlm.model.export import Source, export_adapter, run_base_model, save_llava_dir
@@ -24,7 +24,7 @@ def save_trained(trainer: MedvlmTrainer, processor, prompt: TrainedPrompt, out: 
     on the main process only; the directory appears complete or not at all.
     """
     final = out.adapter if adapter else out.model
-    staging = final.with_name(f".{final.name}-staging")
+    staging = unique_staging(final)
     if trainer.is_world_process_zero():
         shutil.rmtree(staging, ignore_errors=True)
     trainer.save_model(str(staging))

@@ -32,6 +32,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from medvlm.data.collate import IGNORE_INDEX, ModalityLengthGroupedSampler
+from medvlm.io import run_token
 
 
 @runtime_checkable
@@ -143,7 +144,7 @@ class MedvlmTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         run_dir = super()._get_output_dir(trial)
         folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging = os.path.join(run_dir, ".staging")
+        staging = os.path.join(run_dir, f".staging-{run_token()}")
         if self.args.should_save:
             shutil.rmtree(staging, ignore_errors=True)  # leftovers of a killed save
             os.makedirs(staging, exist_ok=True)
@@ -177,6 +178,37 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def unloadable_checkpoint_file(checkpoint: str | Path) -> Path | None:
+    """The first training-state file of a checkpoint (RNG, scheduler, scaler, optimizer: the files the
+    Trainer loads with ``weights_only``) that torch's weights-only loader refuses.
+
+    Called only after resuming failed with ``UnpicklingError``, to name the file in the error; the
+    small files are tried first.
+    """
+    from transformers.trainer_pt_utils import safe_globals  # the numpy allow-list the Trainer loads RNG states with
+
+    files = sorted(Path(checkpoint).glob("*.pt*"), key=lambda file: (file.name.startswith("optimizer"), file.name))
+    with safe_globals():
+        return next((file for file in files if _refused_by_weights_only(file)), None)
+
+
+def _refused_by_weights_only(file: Path) -> bool:
+    """Whether torch's weights-only loader refuses ``file`` (an unreadable file is not what failed here)."""
+    import pickle
+
+    for mmap in (True, False):  # mmap needs a zip archive, which a hand-made pickle is not
+        try:
+            torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+            return False
+        except pickle.UnpicklingError:
+            return True
+        except RuntimeError:
+            continue
+        except (OSError, EOFError, ValueError):
+            return False
+    return False
 
 
 def latest_checkpoint(run_dir: str | Path) -> str | None:

@@ -72,7 +72,7 @@ def test_corrupt_json_names_line_and_column(tmp_path: Path) -> None:
         read_source("llava", str(path), "train")
     lines = tmp_path / "broken.jsonl"
     lines.write_text(json.dumps(RECORDS[0]) + "\n{not json\n")
-    with pytest.raises(DataError, match=r"line 2 is not valid JSON"):
+    with pytest.raises(DataError, match=r"record line 2: not valid JSON"):
         read_source("llava", str(lines), "train")
 
 

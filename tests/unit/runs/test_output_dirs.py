@@ -9,7 +9,7 @@ import yaml
 
 from medvlm.errors import MedvlmError
 from medvlm.recipe import load_recipe
-from medvlm.runs.outputs import claim_output_dir
+from medvlm.train.outputs import claim_output_dir
 
 
 def recipe_at(tmp_path: Path, out: Path, *overrides: str):

@@ -91,7 +91,7 @@ def test_data_urls_are_decoded_within_limits() -> None:
     policy = MediaPolicy(max_image_bytes=4000, max_image_pixels=2000)
     image = decode_image(read_image(png_data_url((24, 40)), policy), policy)
     assert image.size == (24, 40) and image.mode == "RGB"
-    with pytest.raises(RequestError, match="more than the limit of 2,000"):
+    with pytest.raises(RequestError, match="over the limit of 2,000"):
         decode_image(read_image(png_data_url((50, 50)), policy), policy)
     big = "data:image/png;base64," + base64.b64encode(os.urandom(6000)).decode()
     with pytest.raises(RequestError, match="larger than the limit of 4,000 bytes") as caught:
