@@ -38,10 +38,12 @@ class _Section(BaseModel):
 
 
 class ModelSpec(_Section):
-    """Where the model comes from: a local Hugging Face llava directory, or a tiny preset."""
+    """Where the model comes from: a local Hugging Face model directory, or a tiny preset."""
 
     path: str | None = None
     preset: str | None = Field(None, description="tiny preset, e.g. tiny-clip-llama")
+    family: str = Field("auto", description="architecture (medvlm.model.families): auto reads config.json's "
+                        "model_type; with a preset, the family built at the preset's sizes (auto: llava)")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     trust_remote_code: bool = False
@@ -74,7 +76,7 @@ class DataSpec(_Section):
     train: list[SourceSpec] = Field(default_factory=list)
     template: str = "vicuna_v1"
     system_prompt: str | None = None
-    image_aspect_ratio: Literal["pad", "resize", "crop"] = "pad"
+    image_aspect_ratio: Literal["pad", "resize", "crop", "native"] = "pad"
     max_length: int = Field(2048, ge=8)
     group_by_modality_length: bool = True
     on_bad_record: Literal["error", "skip"] = "error"
@@ -119,8 +121,9 @@ class PeftSpec(_Section):
     r: int = Field(128, ge=1)
     alpha: int = Field(256, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: str = (
-        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$")
+    target_modules: str | None = Field(
+        None, description="regex over full module names; default: the family's language-model attention and MLP "
+        "linears (medvlm.model.families.ModelFamily.lora_target_modules)")
     train_projector: bool = True
     bits: Literal[4, 8] = Field(4, description="qlora: 4-bit (quant_type) or 8-bit (LLM.int8) base weights")
     double_quant: bool = True

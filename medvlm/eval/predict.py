@@ -25,15 +25,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from medvlm.data.collate import Collator, ConversationEncoder, load_sample_pixels
-from medvlm.data.images import ImagePreparer
+from medvlm.data.collate import load_sample_images, sample_image_sizes
 from medvlm.data.prompts import apply_prompt_style
 from medvlm.data.records import Sample
 from medvlm.data.templates import get_template
 from medvlm.errors import DataError
 from medvlm.eval.answers import question_id
 from medvlm.io import append_jsonl
-from medvlm.model.build import num_image_tokens
+from medvlm.model.build import collator_for, encoder_for, preparer_for
 
 log = logging.getLogger("medvlm")
 
@@ -127,9 +126,9 @@ def generate_answers(
     """Answer every sample; append answers to ``output`` (JSONL) and return the new ones."""
     template = get_template(settings.template)
     tokenizer = processor.tokenizer
-    encoder = ConversationEncoder(tokenizer, template, num_image_tokens(model.config), max_length=1 << 30,
-                                  system_prompt=settings.system_prompt)
-    preparer = ImagePreparer(processor.image_processor, settings.image_aspect_ratio)  # type: ignore[arg-type]
+    encoder = encoder_for(model.config, processor, template, max_length=1 << 30, system_prompt=settings.system_prompt)
+    preparer = preparer_for(model.config, processor, settings.image_aspect_ratio)
+    sized = encoder.image_tokens.needs_sizes
     out_path = Path(output) if output is not None else None
     done = read_answer_ids(out_path, settings) if out_path else set()
 
@@ -142,12 +141,13 @@ def generate_answers(
         seen.add(qid)
         if qid not in done:
             styled = apply_prompt_style(sample, settings.prompt_style)
-            pending.append((styled, encoder.encode_prompt(styled)))
+            sizes = sample_image_sizes(styled, preparer) if sized and styled.images else None
+            pending.append((styled, encoder.encode_prompt(styled, sizes)))
     if done:
         log.info("resuming: %d answers already in %s, %d to go", len(done), out_path, len(pending))
 
     model.eval()
-    collate = Collator(tokenizer.pad_token_id, padding_side="left")
+    collate = collator_for(model.config, processor, padding_side="left")
     eos = [
         token for token in {tokenizer.eos_token_id, model.generation_config.eos_token_id} if token is not None
     ]
@@ -162,7 +162,7 @@ def generate_answers(
             items = [{"input_ids": torch.tensor(ids)} for _, ids in batch]
             for item, (sample, _) in zip(items, batch, strict=True):
                 if sample.has_image:
-                    item["pixel_values"] = load_sample_pixels(sample, preparer)
+                    item.update(load_sample_images(sample, preparer))
             inputs = {key: value.to(device) for key, value in collate(items).items()}
             if "pixel_values" in inputs:
                 inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)

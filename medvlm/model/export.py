@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 import yaml
-from transformers import AutoProcessor, ProcessorMixin
+from transformers import ProcessorMixin
 
 from medvlm.errors import ModelError
 from medvlm.io import replace_dir, write_json
@@ -40,6 +40,7 @@ from medvlm.model.adapters import (
     merge_adapter,
 )
 from medvlm.model.build import DTYPES, has_processor, load_model, load_pretrained, saved_processor
+from medvlm.model.families import ModelFamily, family_of, family_of_dir
 from medvlm.recipe import Recipe, validate
 
 RESOLVED_RECIPE = "recipe.resolved.yaml"
@@ -94,12 +95,11 @@ def resolve_source(path: str | Path) -> Source:
     raise ModelError(f"{path}: holds neither a model (config.json) nor an adapter ({ADAPTER_CONFIG})")
 
 
-def chat_template(recipe: Recipe | None) -> str | None:
+def chat_template(recipe: Recipe | None, family: ModelFamily, processor: ProcessorMixin) -> str | None:
+    """The chat template of the run's conversation template, with the family's image placeholder."""
     if recipe is None:
         return None
-    from medvlm.data.templates import get_template
-
-    return get_template(recipe.data.template).jinja()
+    return family.chat_template(recipe.data.template, processor)
 
 
 def run_base_model(recipe: Recipe) -> tuple[torch.nn.Module, ProcessorMixin]:
@@ -114,7 +114,7 @@ def run_base_model(recipe: Recipe) -> tuple[torch.nn.Module, ProcessorMixin]:
 
 
 def load_source(source: Source, dtype: str | None = None) -> tuple[torch.nn.Module, ProcessorMixin]:
-    """A plain ``LlavaForConditionalGeneration`` (adapters merged) and its processor.
+    """A plain transformers model of its family (adapters merged) and its processor.
 
     ``dtype`` overrides the stored weights' dtype (None keeps the default float32 load of a
     directory and the run's own dtype for an adapter merged into its base).
@@ -180,8 +180,9 @@ def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None 
     config = json.loads((staging / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = str(base)
     (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
-    processor = AutoProcessor.from_pretrained(source.path if has_processor(source.path) else base)
-    template = chat_template(recipe)
+    family = family_of_dir(base)
+    processor = family.load_processor(source.path if has_processor(source.path) else base)
+    template = chat_template(recipe, family, processor)
     if template is not None:
         processor.chat_template = template
     processor.save_pretrained(staging)
@@ -198,4 +199,4 @@ def export_model(source_path: str | Path, dst: str | Path, *, merge_lora: bool =
     if source.is_adapter and not merge_lora:
         return export_adapter(source, dst)
     model, processor = load_source(source)
-    return save_llava_dir(model, processor, dst, chat_template(source.recipe))
+    return save_llava_dir(model, processor, dst, chat_template(source.recipe, family_of(model.config), processor))

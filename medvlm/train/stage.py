@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from transformers import TrainingArguments, set_seed
 
-from medvlm.data.collate import Collator, ConversationEncoder, SupervisedDataset
+from medvlm.data.collate import SupervisedDataset
 from medvlm.data.images import ImagePreparer, PixelCache, check_images, drop_bad_images
 from medvlm.data.prompts import apply_prompt_style
 from medvlm.data.records import Sample
@@ -43,8 +43,11 @@ from medvlm.model.build import (
     DTYPES,
     STAGE_TRAINABLE,
     apply_freeze_plan,
+    chat_template_for,
+    collator_for,
+    encoder_for,
     load_model,
-    num_image_tokens,
+    preparer_for,
     summarize,
 )
 from medvlm.model.export import Source, export_adapter, run_base_model, save_llava_dir
@@ -168,7 +171,7 @@ def save_trained(trainer: MedvlmTrainer, processor, template: str, out: Path, ad
     trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
         (staging / "training_args.bin").unlink(missing_ok=True)
-        processor.chat_template = get_template(template).jinja()
+        processor.chat_template = chat_template_for(trainer.model.config, processor, template)
         processor.save_pretrained(staging)
         replace_dir(staging, final)
     return final
@@ -176,20 +179,21 @@ def save_trained(trainer: MedvlmTrainer, processor, template: str, out: Path, ad
 
 def finish_adapter_run(recipe: Recipe, processor, out: Path) -> Path:
     """``out/model`` of an adapter run: the merged model, or (merge_at_end=false) the adapter itself."""
-    template = get_template(recipe.data.template).jinja()
     if recipe.peft.merge_at_end:
         base, _ = run_base_model(recipe)
+        template = chat_template_for(base.config, processor, recipe.data.template)
         return save_llava_dir(merge_adapter(base, out / "adapter"), processor, out / "model", template)
     base_dir = recipe.model.path
     if base_dir is None:  # a tiny preset: give the adapter a base directory to name
         base, _ = load_model(recipe.model, template=recipe.data.template)
-        base_dir = save_llava_dir(base, processor, out / "base", template)
+        base_dir = save_llava_dir(base, processor, out / "base",
+                                  chat_template_for(base.config, processor, recipe.data.template))
     return export_adapter(Source(out / "adapter", True, recipe), out / "model", base_dir=base_dir)
 
 
 def save_final_model(model: torch.nn.Module, processor, template: str, out: Path) -> Path:
     """Write a plain in-memory model (the contrastive stage's tower) to ``out/model``."""
-    return save_llava_dir(model, processor, out / "model", get_template(template).jinja())
+    return save_llava_dir(model, processor, out / "model", chat_template_for(model.config, processor, template))
 
 
 @dataclass
@@ -204,16 +208,15 @@ class TrainingSetup:
 
 def _supervised_setup(recipe: Recipe, model, processor, samples: list[Sample],
                       preparer: ImagePreparer) -> TrainingSetup:
-    encoder = ConversationEncoder(processor.tokenizer, get_template(recipe.data.template),
-                                  num_image_tokens(model.config), recipe.data.max_length,
-                                  recipe.data.system_prompt)
+    encoder = encoder_for(model.config, processor, get_template(recipe.data.template), recipe.data.max_length,
+                          recipe.data.system_prompt)
     dataset = SupervisedDataset(samples, encoder, preparer, PixelCache(recipe.data.image_cache_mb << 20))
     if not len(dataset):
         raise DataError(f"every sample was rejected as too long for max_length {recipe.data.max_length}",
                         file=recipe.source_file)
     log.info("data: %d samples (%d truncated, %d rejected as too long)", len(dataset),
              dataset.report.truncated, len(dataset.report.rejected))
-    return TrainingSetup(model, dataset, Collator(processor.tokenizer.pad_token_id), dataset.report.summary())
+    return TrainingSetup(model, dataset, collator_for(model.config, processor), dataset.report.summary())
 
 
 def _contrastive_setup(recipe: Recipe, model, processor, samples: list[Sample],
@@ -222,8 +225,8 @@ def _contrastive_setup(recipe: Recipe, model, processor, samples: list[Sample],
 
     pairs = CaptionPairs(samples, processor.tokenizer, preparer, PixelCache(recipe.data.image_cache_mb << 20))
     log.info("data: %d image-caption pairs", len(pairs))
-    return TrainingSetup(ContrastiveVisionModel(model, len(processor.tokenizer)), pairs, collate_pairs,
-                         {"total": len(samples), "kept": len(pairs)})
+    return TrainingSetup(ContrastiveVisionModel(model, len(processor.tokenizer), pairs.images(0)), pairs,
+                         collate_pairs, {"total": len(samples), "kept": len(pairs)})
 
 
 def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPlugin] | None = None,
@@ -252,7 +255,7 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
         samples = samples + list(extra_samples)
     if not samples:
         raise DataError("the training sources yielded no samples", file=recipe.source_file)
-    preparer = ImagePreparer(processor.image_processor, recipe.data.image_aspect_ratio)
+    preparer = preparer_for(model.config, processor, recipe.data.image_aspect_ratio)
     adapters = recipe.peft.method != "none"
     freeze = apply_freeze_plan(model, () if adapters else trainable)  # peft decides what its model trains
     setup = _contrastive_setup(recipe, model, processor, samples, preparer) \

@@ -1,0 +1,54 @@
+"""Pieces several families share: tiny vision and text sub-configs, CLIP-style tower features."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import CLIPVisionConfig, LlamaConfig, MistralConfig, SiglipVisionConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+    from medvlm.model.tiny import TinyPreset
+
+CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+HALF = [0.5, 0.5, 0.5]
+
+
+def tiny_vision_config(preset: TinyPreset) -> CLIPVisionConfig | SiglipVisionConfig:
+    common = dict(hidden_size=preset.vision_hidden, intermediate_size=preset.vision_hidden * 2,
+                  num_hidden_layers=preset.vision_layers, num_attention_heads=4,
+                  image_size=preset.image_size, patch_size=preset.patch_size)
+    if preset.vision == "clip":
+        return CLIPVisionConfig(projection_dim=preset.vision_hidden, **common)
+    return SiglipVisionConfig(**common)
+
+
+def tiny_text_kwargs(preset: TinyPreset, tokenizer: PreTrainedTokenizerFast) -> dict[str, Any]:
+    return dict(vocab_size=len(tokenizer), hidden_size=preset.text_hidden,
+                intermediate_size=preset.text_intermediate, num_hidden_layers=preset.text_layers,
+                num_attention_heads=preset.text_heads, num_key_value_heads=preset.text_kv_heads,
+                max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                tie_word_embeddings=False)
+
+
+def tiny_text_config(preset: TinyPreset, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig | MistralConfig:
+    common = tiny_text_kwargs(preset, tokenizer)
+    if preset.text == "llama":
+        return LlamaConfig(**common)
+    return MistralConfig(sliding_window=None, **common)
+
+
+def is_clip(vision_config: Any) -> bool:
+    return vision_config.model_type == "clip_vision_model"
+
+
+def llava_tower_features(tower: torch.nn.Module, config: Any, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The tower's patch features at ``vision_feature_layer`` (CLS dropped under "default"), the
+    features every LLaVA-style projector reads."""
+    hidden = tower(pixel_values, output_hidden_states=True).hidden_states[config.vision_feature_layer]
+    if config.vision_feature_select_strategy == "default" and is_clip(config.vision_config):
+        hidden = hidden[:, 1:]
+    return hidden
