@@ -134,7 +134,7 @@ def measure_training_peak(recipe: Recipe, *, steps: int = 2, device: str = "cpu"
     model.to(device).train()
     generator = torch.Generator().manual_seed(0)
     batch, length = recipe.train.per_device_batch_size, recipe.data.max_length
-    side = reference_image_side(processor)
+    side = reference_image_side(config, processor)
     preparer = preparer_for(config, processor, "pad")
     image = preparer.prepare([Image.new("RGB", (side, side), (128, 128, 128))])
     tokens = image_tokens_for(config, processor)

@@ -202,12 +202,12 @@ def model_shapes(model: torch.nn.Module, recipe: Recipe, processor: Any = None) 
         image_tokens=reference_image_tokens(model.config, processor))
 
 
-def reference_image_side(processor: Any) -> int:
+def reference_image_side(config: Any, processor: Any) -> int:
     """The side of the square image the planner assumes (and :func:`medvlm.memtrack.measure_training_peak`
-    feeds): the image processor's base input size."""
-    from medvlm.data.images import ImagePreparer
+    feeds): the image processor's base input size (the family's, for dynamic resolution)."""
+    from medvlm.model.build import preparer_for
 
-    return ImagePreparer(processor.image_processor, "pad").side or 224
+    return preparer_for(config, processor).side or 224
 
 
 def reference_image_tokens(config: Any, processor: Any) -> int:
@@ -220,7 +220,7 @@ def reference_image_tokens(config: Any, processor: Any) -> int:
         from medvlm.model.families.llava import llava_image_token_count
 
         return llava_image_token_count(config)
-    side = reference_image_side(processor)
+    side = reference_image_side(config, processor)
     return tokens.count((side, side))
 
 

@@ -139,7 +139,8 @@ class ImagePreparer:
     square input size. ``native`` is the processor's own preprocessing of the original image.
     """
 
-    def __init__(self, image_processor, aspect: AspectMode = "pad", dynamic: bool = False) -> None:
+    def __init__(self, image_processor, aspect: AspectMode = "pad", dynamic: bool = False,
+                 side: int | None = None) -> None:
         self.image_processor = image_processor
         self.aspect = aspect
         self.dynamic = dynamic
@@ -148,7 +149,7 @@ class ImagePreparer:
         crop = getattr(image_processor, "crop_size", None)
         size = getattr(image_processor, "size", None)
         target = crop if (getattr(image_processor, "do_center_crop", False) and crop) else size
-        self.side = _side_of(target)
+        self.side = side or _side_of(target)
 
     def _resizes(self) -> bool:
         return bool(self.side) and (self.aspect == "resize" or (self.aspect == "pad" and not self.dynamic))

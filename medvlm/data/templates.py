@@ -15,6 +15,11 @@ Layouts (``{bos}``/``{eos}`` are the tokenizer's own tokens):
 * ``mistral_instruct`` (LLaVA-Med v1.5): ``{bos}[INST] {q} [/INST] {a}{eos}[INST] ...``
 * ``llava_med_legacy`` (LLaVA / LLaVA-Med v1, "###" separators):
   ``{system}\\n\\n### Human: {q}\\n### Assistant: {a}\\n### Human: ...``
+* ``chatml`` (Qwen2-VL / Qwen2.5-VL; LLaVA-OneVision's ``qwen_1_5``):
+  ``{bos}<|im_start|>system\\n{system}<|im_end|>\\n`` then per exchange
+  ``<|im_start|>user\\n{q}<|im_end|>\\n<|im_start|>assistant\\n{a}<|im_end|>\\n``
+* ``gemma`` (Gemma 3, MedGemma; no system role: the system text opens the first question):
+  ``{bos}<start_of_turn>user\\n{q}<end_of_turn>\\n<start_of_turn>model\\n{a}<end_of_turn>\\n``
 """
 
 from __future__ import annotations
@@ -264,9 +269,81 @@ class LlavaMedLegacy(Template):
         )
 
 
+@dataclass(frozen=True)
+class TurnMarkers(Template):
+    """Layouts that wrap every turn in start/end markers (ChatML, Gemma): ``{start}{role}\n{text}{end}\n``.
+
+    The reply, its end marker and the newline after it are supervised, so the model learns to close
+    its turn; generation stops at the end marker.
+    """
+
+    start: str = ""
+    end: str = ""
+    user_role: str = "user"
+    assistant_role: str = "assistant"
+    system_role: str | None = "system"  # None: the system text opens the first question
+
+    def render(self, turns: list[Turn], *, system: str | None = None, **kwargs) -> Rendered:  # type: ignore[override]
+        system = self.default_system if system is None else system
+        if system and self.system_role is None:
+            first = turns[0]
+            turns = [Turn(first.role, f"{system}\n\n{first.text}"), *turns[1:]]
+            system = ""
+        return super().render(turns, system=system, **kwargs)
+
+    def prefix(self, bos: str, system: str | None) -> str:
+        if system and self.system_role is not None:
+            return f"{bos}{self.start}{self.system_role}\n{system}{self.end}\n"
+        return bos
+
+    def user(self, text: str) -> str:
+        return f"{self.start}{self.user_role}\n{text}{self.end}\n"
+
+    def assistant_header(self) -> str:
+        return f"{self.start}{self.assistant_role}\n"
+
+    def assistant_body(self, text: str, eos: str) -> str:
+        return f"{text}{self.end}\n"
+
+    def jinja(self) -> str:
+        user, assistant, close = (repr(f"{self.start}{self.user_role}\n"), repr(f"{self.start}{self.assistant_role}\n"),
+                                  repr(f"{self.end}\n"))
+        if self.system_role is None:
+            default = f"{self.default_system}\n\n" if self.default_system else ""
+            setup = ("{%- if messages[0]['role'] == 'system' -%}"
+                     "{%- set system = content(messages[0]) + '\\n\\n' -%}{%- set loop_messages = messages[1:] -%}"
+                     "{%- else -%}{%- set system = " + repr(default) + " -%}"
+                     "{%- set loop_messages = messages -%}{%- endif -%}")
+            first_user = "(system if loop.first else '')"
+        else:
+            setup = ("{%- if messages[0]['role'] == 'system' -%}{%- set system = content(messages[0]) -%}"
+                     "{%- set loop_messages = messages[1:] -%}"
+                     "{%- else -%}{%- set system = " + repr(self.default_system or "") + " -%}"
+                     "{%- set loop_messages = messages -%}{%- endif -%}"
+                     "{%- if system -%}{{ " + repr(f"{self.start}{self.system_role}\n") + " + system + " + close
+                     + " }}{%- endif -%}")
+            first_user = "''"
+        return (
+            _CONTENT_MACRO + "{{ bos_token }}" + setup
+            + "{%- for m in loop_messages -%}"
+            "{%- if m['role'] == 'user' -%}{{ " + user + " + " + first_user + " + content(m) + " + close + " }}"
+            "{%- else -%}{{ " + assistant + " }}"
+            "{% generation %}{{ content(m) + " + close + " }}{% endgeneration %}"
+            "{%- endif -%}{%- endfor -%}"
+            "{%- if add_generation_prompt -%}{{ " + assistant + " }}{%- endif -%}"
+        )
+
+
+QWEN_SYSTEM = "You are a helpful assistant."
+
 TEMPLATES: Registry[Template] = Registry("conversation template")
 for _template in (Plain("plain"), VicunaV1("vicuna_v1"), MistralInstruct("mistral_instruct"),
-                  LlavaMedLegacy("llava_med_legacy")):
+                  LlavaMedLegacy("llava_med_legacy"),
+                  TurnMarkers("chatml", default_system=QWEN_SYSTEM, stop_strings=("<|im_end|>",),
+                              start="<|im_start|>", end="<|im_end|>"),
+                  TurnMarkers("gemma", default_system="", stop_strings=("<end_of_turn>",),
+                              start="<start_of_turn>", end="<end_of_turn>", assistant_role="model",
+                              system_role=None)):
     TEMPLATES.register(_template.name)(_template)
 
 

@@ -137,7 +137,8 @@ def preparer_for(model_config, processor: ProcessorMixin, aspect: str = "pad") -
     """Image preparation for a model's processor (AnyRes / dynamic-resolution families size images
     themselves)."""
     family = family_of(model_config)
-    return ImagePreparer(processor.image_processor, aspect, dynamic=family.dynamic_resolution())  # type: ignore[arg-type]
+    return ImagePreparer(processor.image_processor, aspect, dynamic=family.dynamic_resolution(),  # type: ignore[arg-type]
+                         side=family.base_side(processor))
 
 
 def collator_for(model_config, processor: ProcessorMixin, padding_side: str = "right") -> Collator:

@@ -54,15 +54,17 @@ def build_tokenizer(vocab_size: int = 1024, extra_texts: list[str] | None = None
                     tokens: dict[str, str] | None = None) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on the synthetic corpus and template text.
 
-    ``tokens``: the family's special tokens by name (default: LLaVA's ``image_token`` ``<image>``).
+    ``tokens``: the family's special tokens by name (default: LLaVA's ``image_token`` ``<image>``); a
+    family may also rename the standard ones (Qwen's ``eos_token`` is ``<|im_end|>``).
     Deterministic: the same inputs give the same vocabulary, so tiny models rebuild identically.
     """
     tokens = tokens or {"image_token": IMAGE_PLACEHOLDER}
+    base = {name: tokens.get(name, token) for name, token in SPECIAL_TOKENS.items()}  # a family may rename eos
+    extra = {name: token for name, token in tokens.items() if name not in SPECIAL_TOKENS}
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    specials = [SPECIAL_TOKENS["pad_token"], SPECIAL_TOKENS["bos_token"], SPECIAL_TOKENS["eos_token"],
-                SPECIAL_TOKENS["unk_token"], *tokens.values()]
+    specials = [base["pad_token"], base["bos_token"], base["eos_token"], base["unk_token"], *extra.values()]
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     texts = corpus_texts() + [VICUNA_SYSTEM, LLAVA_MED_SYSTEM, "USER: ASSISTANT: [INST] [/INST] ### Human: Assistant:",
@@ -70,7 +72,7 @@ def build_tokenizer(vocab_size: int = 1024, extra_texts: list[str] | None = None
                               "Please choose from the following two options: [yes, no]"] + (extra_texts or [])
     tokenizer.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=4096,
-                                   extra_special_tokens=tokens, **SPECIAL_TOKENS)
+                                   extra_special_tokens=extra, **base)
 
 
 def build_tiny(name: str, seed: int = 0, vocab_size: int = 1024, template: str = "vicuna_v1",

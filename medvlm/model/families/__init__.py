@@ -85,6 +85,11 @@ class ModelFamily:
         only pads to a square under ``image_aspect_ratio: pad`` and never resizes first."""
         return False
 
+    def base_side(self, processor: ProcessorMixin) -> int | None:
+        """The square side ``image_aspect_ratio: resize`` squashes to and the planner's reference image
+        has (None: the image processor's own input size)."""
+        return None
+
     def image_placeholder(self, processor: ProcessorMixin) -> str:
         """What the saved chat template writes for an image (the processor expands it)."""
         return "<image>"

@@ -1,11 +1,14 @@
-"""Pieces several families share: tiny vision and text sub-configs, CLIP-style tower features."""
+"""Pieces several families share: tiny vision and text sub-configs, CLIP-style tower features, and
+loading processors without torchvision."""
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, MistralConfig, SiglipVisionConfig
+from transformers import CLIPVisionConfig, LlamaConfig, MistralConfig, ProcessorMixin, SiglipVisionConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -52,3 +55,41 @@ def llava_tower_features(tower: torch.nn.Module, config: Any, pixel_values: torc
     if config.vision_feature_select_strategy == "default" and is_clip(config.vision_config):
         hidden = hidden[:, 1:]
     return hidden
+
+
+@functools.cache
+def torchvision_works() -> bool:
+    """Whether torchvision imports: the registry's CPU wheel installs beside the CPU torch here but
+    fails at import ("operator torchvision::nms does not exist")."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means: use the image-only processor
+        return False
+    return True
+
+
+@functools.cache
+def image_only(processor_class: type[ProcessorMixin]) -> type[ProcessorMixin]:
+    """``processor_class`` without its video processor, which needs torchvision.
+
+    transformers reads a processor's parts from its ``__init__`` signature, so this subclass (same
+    class name, so saved ``processor_config.json`` files name the real class and plain transformers
+    loads them) takes only the image processor and the tokenizer; the image processor loads on its
+    PIL backend when torchvision is missing.
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        processor_class.__init__(self, image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                                 chat_template=chat_template, **kwargs)
+
+    return type(processor_class.__name__, (processor_class,),
+                {"__init__": __init__, "__module__": __name__, "__doc__": image_only.__doc__})
+
+
+def load_image_processor_only(processor_class: type[ProcessorMixin], path: Path) -> ProcessorMixin:
+    """The saved processor; without torchvision, its image-only version (no video processor)."""
+    if torchvision_works():
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path)
+    return image_only(processor_class).from_pretrained(path)
