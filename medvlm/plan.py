@@ -79,6 +79,7 @@ class ModelShapes:
     vocab: int
     vision_hidden: int
     image_tokens: int  # per image, for the reference image (see reference_image_tokens)
+    family: str = "llava"
 
 
 @dataclass
@@ -199,7 +200,7 @@ def model_shapes(model: torch.nn.Module, recipe: Recipe, processor: Any = None) 
         layers=text.num_hidden_layers, heads=text.num_attention_heads, head_dim=head_dim,
         kv_dim=(text.num_key_value_heads or text.num_attention_heads) * head_dim, vocab=text.vocab_size,
         vision_hidden=family.vision_hidden_size(model.config),
-        image_tokens=reference_image_tokens(model.config, processor))
+        image_tokens=reference_image_tokens(model.config, processor), family=family.name)
 
 
 def reference_image_side(config: Any, processor: Any) -> int:
@@ -240,7 +241,10 @@ def _quantised_bytes(numel: int, out_features: int, bits: int, double_quant: boo
 
 
 def _layer_bytes(mode: str, act_bytes: int, s: ModelShapes, lora_r: int, dora: bool = False) -> int:
-    a, b, c, d = LAYER_BYTES[(mode, act_bytes)]
+    from medvlm.model.families import get_family
+
+    a, b, c, d = (x + y for x, y in zip(LAYER_BYTES[(mode, act_bytes)], get_family(s.family).extra_layer_bytes(mode),
+                                        strict=True))
     per_token = a * s.hidden + b * s.kv_dim + c * s.intermediate + d + 4 * s.heads
     if mode.startswith("lora"):
         per_token += 4 * lora_r * LORA_LINEARS_PER_LAYER

@@ -84,6 +84,10 @@ class ConversationEncoder:
         self.eos = tokenizer.eos_token or ""
 
     def _counts(self, sample: Sample, sizes: list[tuple[int, int]] | None) -> list[int]:
+        limit = self.image_tokens.max_images
+        if limit is not None and len(sample.images) > limit:
+            raise DataError(f"{len(sample.images)} images in one sample; this model family takes at most {limit}",
+                            record=sample.id, key="image")
         if not self.image_tokens.needs_sizes:
             return [self.image_tokens.count()] * len(sample.images)
         if sizes is None or len(sizes) != len(sample.images):

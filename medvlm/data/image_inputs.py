@@ -29,7 +29,8 @@ class ImageTokens:
     """The positions one image takes: ``prefix + token × count + suffix``.
 
     ``fixed``: the same count for every image; otherwise ``per_size(height, width)`` of the image as
-    the processor receives it (after medvlm's aspect handling) gives the count.
+    the processor receives it (after medvlm's aspect handling) gives the count. ``max_images``: the
+    most images one sample may have (None: any number).
     """
 
     token: str
@@ -37,6 +38,7 @@ class ImageTokens:
     per_size: Callable[[int, int], int] | None = None
     prefix: str = ""
     suffix: str = ""
+    max_images: int | None = None
 
     def __post_init__(self) -> None:
         if (self.fixed is None) == (self.per_size is None):

@@ -140,10 +140,11 @@ class ImagePreparer:
     """
 
     def __init__(self, image_processor, aspect: AspectMode = "pad", dynamic: bool = False,
-                 side: int | None = None) -> None:
+                 side: int | None = None, keys: tuple[str, ...] = ("pixel_values",)) -> None:
         self.image_processor = image_processor
         self.aspect = aspect
         self.dynamic = dynamic
+        self.keys = keys
         mean = getattr(image_processor, "image_mean", None) or [0.5, 0.5, 0.5]
         self.fill = tuple(int(round(255 * m)) for m in mean)
         crop = getattr(image_processor, "crop_size", None)
@@ -172,10 +173,11 @@ class ImagePreparer:
         return height, width
 
     def prepare(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
-        """Every tensor the processor makes of ``images`` (``pixel_values``, ``image_sizes``, ...)."""
+        """The model inputs the processor makes of ``images`` (``keys``: ``pixel_values`` and the
+        family's ``image_sizes`` / ``image_grid_thw``)."""
         kwargs = {"do_pad": False} if self.aspect in ("pad", "resize") and not self.dynamic else {}
         out = self.image_processor(self.shape(images), return_tensors="pt", **kwargs)
-        return {key: value for key, value in out.items() if isinstance(value, torch.Tensor)}
+        return {key: out[key] for key in self.keys}
 
     def __call__(self, images: list[Image.Image]) -> torch.Tensor:
         return self.prepare(images)["pixel_values"]

@@ -138,7 +138,7 @@ def preparer_for(model_config, processor: ProcessorMixin, aspect: str = "pad") -
     themselves)."""
     family = family_of(model_config)
     return ImagePreparer(processor.image_processor, aspect, dynamic=family.dynamic_resolution(),  # type: ignore[arg-type]
-                         side=family.base_side(processor))
+                         side=family.base_side(processor), keys=family.image_inputs)
 
 
 def collator_for(model_config, processor: ProcessorMixin, padding_side: str = "right") -> Collator:

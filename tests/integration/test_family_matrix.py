@@ -89,7 +89,7 @@ def test_stage_trains_the_right_parts_and_the_model_predicts(family: str, mode: 
     assert len(rows) == 3 and all(isinstance(row["text"], str) for row in rows)
 
 
-# In a fresh interpreter where medvlm cannot be imported: the Auto classes alone load the export.
+# In a fresh interpreter where medvlm cannot be imported: the Auto classes alone load each export.
 PLAIN = textwrap.dedent('''
     import sys
 
@@ -103,59 +103,71 @@ PLAIN = textwrap.dedent('''
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForImageTextToText
 
-    source, inputs_file, out = sys.argv[1:4]
-    model = AutoModelForImageTextToText.from_pretrained(source).eval()
-    inputs = load_file(inputs_file)
-    with torch.no_grad():
-        logits = model(**inputs).logits
-        tokens = model.generate(**inputs, max_new_tokens=5, do_sample=False)
-    save_file({"logits": logits.contiguous(), "tokens": tokens.contiguous()}, out)
-    print(type(model).__name__)
+    for source, inputs_file, out in zip(sys.argv[1::3], sys.argv[2::3], sys.argv[3::3]):
+        model = AutoModelForImageTextToText.from_pretrained(source).eval()
+        inputs = load_file(inputs_file)
+        with torch.no_grad():
+            logits = model(**inputs).logits
+            tokens = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+        save_file({"logits": logits.contiguous(), "tokens": tokens.contiguous()}, out)
 ''')
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_qlora_export_round_trip_in_plain_transformers(family: str, family_run, tmp_path: Path,
-                                                        synthetic_dir: Path, synthetic_options: dict) -> None:
+def own_model_and_inputs(run: Path, synthetic_dir: Path, synthetic_options: dict):
+    """medvlm's trained model (quantised base + unmerged adapter, as it trained) and one prompt's
+    inputs, encoded and collated as medvlm's prediction does."""
     from peft import PeftModel
 
     from medvlm.model.build import DTYPES, load_model
     from medvlm.model.quant import quantization_config
 
-    run = family_run(family, "finetune-qlora")
-    dst = export_model(run, tmp_path / "exported", merge_lora=True)
-    import transformers
-
-    # the saved processor names transformers' own class (never medvlm's image-only stand-in)
-    processor_class = json.loads((dst / "processor_config.json").read_text())["processor_class"]
-    assert processor_class.endswith("Processor") and hasattr(transformers, processor_class)
-    # medvlm's own trained model: the quantised base with the unmerged adapter, as it trained
     recipe = read_run_recipe(run)
     base, processor = load_model(recipe.model, template=recipe.data.template,
                                  quantization=quantization_config(recipe.peft, DTYPES[recipe.model.dtype]))
     own = PeftModel.from_pretrained(base, str(run / "adapter"))
-    own.train()  # dropout is 0; bitsandbytes' CPU training path is its reference path
     samples, _ = read_source("synthetic", str(synthetic_dir), "test", limit=1, subset="medical_vqa",
                              **synthetic_options)
-    sample = samples[0]
-    config = own.config
+    sample, config = samples[0], own.config
     encoder = encoder_for(config, processor, get_template(recipe.data.template), 4096, "")
     preparer = preparer_for(config, processor, recipe.data.image_aspect_ratio)
     ids = encoder.encode_prompt(sample, sample_image_sizes(sample, preparer))
     item = {"input_ids": torch.tensor(ids), **load_sample_images(sample, preparer)}
-    inputs = collator_for(config, processor, padding_side="left")([item])
-    save_file({k: v.contiguous() for k, v in inputs.items()}, tmp_path / "inputs.safetensors")
+    return own, collator_for(config, processor, padding_side="left")([item])
+
+
+@pytest.fixture(scope="module")
+def exports(family_run, tmp_path_factory, synthetic_dir: Path, synthetic_options: dict):
+    """Each family's QLoRA run exported merged; medvlm's outputs and plain transformers' (one process)."""
+    tmp = tmp_path_factory.mktemp("family_exports")
+    ours, argv = {}, []
+    for family in FAMILIES:
+        run = family_run(family, "finetune-qlora")
+        dst = export_model(run, tmp / family, merge_lora=True)
+        own, inputs = own_model_and_inputs(run, synthetic_dir, synthetic_options)
+        own.train()  # dropout is 0; bitsandbytes' CPU training path is its reference path
+        with torch.no_grad():
+            logits = own(**inputs).logits
+            own.eval()
+            tokens = own.generate(**inputs, max_new_tokens=5, do_sample=False)
+        ours[family] = (dst, logits, tokens)
+        save_file({k: v.contiguous() for k, v in inputs.items()}, tmp / f"{family}.inputs.safetensors")
+        argv += [str(dst), str(tmp / f"{family}.inputs.safetensors"), str(tmp / f"{family}.plain.safetensors")]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", PLAIN, str(dst), str(tmp_path / "inputs.safetensors"),
-                           str(tmp_path / "plain.safetensors")], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", PLAIN, *argv], cwd=tmp, env=env, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    plain = load_file(tmp_path / "plain.safetensors")
-    with torch.no_grad():
-        logits = own(**inputs).logits
-        own.eval()
-        tokens = own.generate(**inputs, max_new_tokens=5, do_sample=False)
+    return {family: (*ours[family], load_file(tmp / f"{family}.plain.safetensors")) for family in FAMILIES}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_qlora_export_round_trip_in_plain_transformers(family: str, exports) -> None:
+    import transformers
+
+    dst, logits, tokens, plain = exports[family]
+    # the saved processor names transformers' own class (never medvlm's image-only stand-in)
+    processor_class = json.loads((dst / "processor_config.json").read_text())["processor_class"]
+    assert processor_class.endswith("Processor") and hasattr(transformers, processor_class)
     difference = float((logits - plain["logits"]).abs().max())
-    print(f"{family}: export max |Δlogit| = {difference:.2e}")
+    print(f"{family}: export max |dlogit| = {difference:.2e}")
     assert difference <= 1e-4
     assert torch.equal(tokens, plain["tokens"])

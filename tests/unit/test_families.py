@@ -12,7 +12,7 @@ from medvlm.data.collate import IGNORE_INDEX, SupervisedDataset, sample_image_si
 from medvlm.data.preview import label_segments
 from medvlm.data.records import IMAGE_PLACEHOLDER, Turn
 from medvlm.data.templates import get_template
-from medvlm.errors import MedvlmError, ModelError
+from medvlm.errors import DataError, MedvlmError, ModelError
 from medvlm.model.build import collator_for, encoder_for, image_tokens_for, preparer_for
 from medvlm.model.families import family_of, get_family, resolve_family
 from medvlm.model.tiny import build_tiny
@@ -59,7 +59,7 @@ def test_image_tokens_and_tensors_equal_the_transformers_processor(tiny, width: 
     assert tokens.count((h, w)) == int((theirs["input_ids"] == token_id).sum())
     ours = preparer.prepare([image])
     assert set(ours) == {k for k in theirs if k not in ("input_ids", "attention_mask", "mm_token_type_ids",
-                                                       "token_type_ids")}
+                                                       "token_type_ids")} == set(family.image_inputs)
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
@@ -98,9 +98,12 @@ def test_multi_image_samples_collate_and_run(tiny, tmp_path: Path) -> None:
     image block is filled by its own image's features (the model checks the counts)."""
     name, model, processor = tiny
     family = family_of(model.config)
-    if not family.multi_image:
-        pytest.skip(f"{name} takes one image per sample")
     two = conversation(write_pictures(tmp_path, [(40, 24), (24, 56)]), tmp_path, "two")
+    if not family.multi_image:
+        encoder = encoder_for(model.config, processor, get_template(family.default_template), 4096)
+        with pytest.raises(DataError, match="2 images in one sample; this model family takes at most 1"):
+            encoder.encode(two, [(24, 40), (56, 24)])
+        return
     one = conversation(write_pictures(tmp_path / "..", [(32, 32)])[:1], tmp_path / "..", "one")
     encoder = encoder_for(model.config, processor, get_template(family.default_template), 4096)
     preparer = preparer_for(model.config, processor, "native")

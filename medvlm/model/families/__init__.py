@@ -53,6 +53,8 @@ class ModelFamily:
     # module names peft trains in full when the stage trains the projector (``modules_to_save``)
     projector_modules: tuple[str, ...]
     default_template: str = "vicuna_v1"
+    # what of the image processor's output the model takes, per image
+    image_inputs: tuple[str, ...] = ("pixel_values",)
     multi_image: bool = True
     # the collator adds ``input_ids == image token`` under this key (Qwen's mrope, Gemma's attention)
     token_type_key: str | None = None
@@ -128,6 +130,11 @@ class ModelFamily:
     # -- shapes for the memory planner -------------------------------------------------------------
     def text_config(self, config: Any) -> Any:
         return config.get_text_config()
+
+    def extra_layer_bytes(self, mode: str) -> tuple[int, int, int, int]:
+        """Bytes autograd saves per token in one decoder layer beyond a Llama layer's
+        (:data:`medvlm.plan.LAYER_BYTES`), as (per hidden, per kv dim, per intermediate, constant)."""
+        return (0, 0, 0, 0)
 
     # -- derived from the prefixes ---------------------------------------------------------------------
     def component_of(self, param_name: str) -> str | None:

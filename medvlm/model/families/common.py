@@ -4,6 +4,7 @@ loading processors without torchvision."""
 from __future__ import annotations
 
 import functools
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,12 +79,20 @@ def image_only(processor_class: type[ProcessorMixin]) -> type[ProcessorMixin]:
     PIL backend when torchvision is missing.
     """
 
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        processor_class.__init__(self, image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
-                                 chat_template=chat_template, **kwargs)
-
+    # transformers reads the parts from the __init__ signature and the settings it saves and reloads
+    # (num_image_tokens, vision_aspect_ratio, ...) from the code object's argument names, so the
+    # stand-in has a real __init__ with the parent's arguments, video_processor left out
+    signature = inspect.signature(processor_class.__init__)
+    names = [name for name, p in signature.parameters.items()
+             if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and name not in ("self", "video_processor")]
+    defaults = {name: signature.parameters[name].default for name in names}
+    arguments = ", ".join(f"{name}=_defaults[{name!r}]" for name in names)
+    passed = ", ".join(f"{name}={name}" for name in names)
+    namespace: dict[str, Any] = {"_defaults": defaults, "_parent": processor_class}
+    exec(f"def __init__(self, {arguments}, **kwargs):\n"  # noqa: S102 - generated from the parent's signature
+         f"    _parent.__init__(self, {passed}, video_processor=None, **kwargs)\n", namespace)
     return type(processor_class.__name__, (processor_class,),
-                {"__init__": __init__, "__module__": __name__, "__doc__": image_only.__doc__})
+                {"__init__": namespace["__init__"], "__module__": __name__, "__doc__": image_only.__doc__})
 
 
 def load_image_processor_only(processor_class: type[ProcessorMixin], path: Path) -> ProcessorMixin:

@@ -43,8 +43,9 @@ def tiny_pinpoints(side: int) -> list[list[int]]:
 def anyres_token_counter(processor: ProcessorMixin) -> Any:
     """(height, width) → image positions, with the processor's own arithmetic (tiles at its
     pinpoints, unpadding, row ends, the base view; CLS dropped under the "default" strategy)."""
-    crop = processor.image_processor.crop_size
-    side_h, side_w = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop.height, crop.width)
+    image_processor = processor.image_processor
+    tile = image_processor.crop_size if getattr(image_processor, "do_center_crop", False) else image_processor.size
+    side_h, side_w = (tile["height"], tile["width"]) if isinstance(tile, dict) else (tile.height, tile.width)
 
     def count(height: int, width: int) -> int:
         tokens = processor._get_number_of_features(height, width, side_h, side_w)
@@ -98,4 +99,5 @@ class LlavaNext(ModelFamily):
 
 
 LLAVA_NEXT = register_family(LlavaNext("llava_next", model_types=("llava_next",), prefixes=NEXT_PREFIXES,
-                                       projector_modules=("multi_modal_projector",)))
+                                       projector_modules=("multi_modal_projector",),
+                                       image_inputs=("pixel_values", "image_sizes")))

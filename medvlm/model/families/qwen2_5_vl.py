@@ -117,4 +117,5 @@ class Qwen2_5_VL(ModelFamily):
 
 QWEN2_5_VL = register_family(Qwen2_5_VL("qwen2_5_vl", model_types=("qwen2_5_vl",), prefixes=QWEN_PREFIXES,
                                         projector_modules=("merger",), default_template="chatml",
-                                        token_type_key="mm_token_type_ids"))
+                                        token_type_key="mm_token_type_ids",
+                                        image_inputs=("pixel_values", "image_grid_thw")))
