@@ -148,9 +148,9 @@ def generate_answers(
 
     model.eval()
     collate = collator_for(model.config, processor, padding_side="left")
-    eos = [
-        token for token in {tokenizer.eos_token_id, model.generation_config.eos_token_id} if token is not None
-    ]
+    configured = model.generation_config.eos_token_id  # one id, or a list (Qwen2.5-VL, Gemma 3)
+    eos = sorted({token for token in [tokenizer.eos_token_id, *(configured if isinstance(configured, list)
+                                                                 else [configured])] if token is not None})
     device = next(model.parameters()).device
     written: list[dict[str, Any]] = []
     if out_path:

@@ -1,9 +1,9 @@
 """Every model family through every kind of stage, prediction, and export.
 
-family × {align (projector only), instruct with LoRA, finetune with QLoRA (bitsandbytes on CPU)} on
-tiny random models; each trained model predicts through the batched greedy path; each QLoRA run is
-exported merged and loaded by plain transformers (medvlm blocked from import) with logits ≤ 1e-4
-and the same greedy tokens as medvlm's own trained model.
+family × {contrastive (tower), align (projector only), instruct with LoRA, finetune with QLoRA
+(bitsandbytes on CPU)} on tiny random models; each trained model predicts through the batched
+greedy path; each QLoRA run is exported merged and loaded by plain transformers (medvlm blocked
+from import) with logits ≤ 1e-4 and the same greedy tokens as medvlm's own trained model.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from medvlm.train.stage import run_stage
 from tests.helpers.families import FAMILIES
 
 MODES = {
+    "contrastive": {"train": {"stage": "contrastive"}, "peft": {"method": "none"}},  # the tiny tower's CLIP step
     "align": {"train": {"stage": "align"}, "peft": {"method": "none"}},
     "instruct-lora": {"train": {"stage": "instruct"}, "peft": {"method": "lora", "r": 4, "alpha": 8, "dropout": 0.0}},
     "finetune-qlora": {"train": {"stage": "finetune"}, "peft": {"method": "qlora", "r": 4, "alpha": 8,
@@ -74,7 +75,9 @@ def test_stage_trains_the_right_parts_and_the_model_predicts(family: str, mode: 
     out = family_run(family, mode)
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["global_step"] == 2 and summary["train_loss"] == summary["train_loss"]  # finite, not NaN
-    if mode == "align":
+    if mode == "contrastive":
+        assert set(summary["trainable"]) == {"vision_tower"}
+    elif mode == "align":
         assert set(summary["trainable"]) == {"projector"}
     else:
         assert set(summary["trainable"]) == {"projector", "language_model"}
