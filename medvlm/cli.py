@@ -457,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=32)
     p.add_argument("--limit", type=POSITIVE_INT, help="answer at most this many questions")
     p.add_argument("--model-id")
-    p.add_argument("--image-aspect-ratio", choices=("pad", "resize", "crop"), default="pad")
+    p.add_argument("--image-aspect-ratio", choices=("pad", "resize", "crop", "native"), default="pad")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
                    help="compute dtype (default: float32 for a model directory, the run's own for an adapter run)")
 

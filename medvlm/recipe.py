@@ -41,14 +41,24 @@ from pydantic import (
 
 from medvlm.bounds import TreeError, check_tree
 from medvlm.errors import RecipeError, shorten
-from medvlm.registry import CONSOLIDATORS, GUARDS, METHOD_SETTINGS, PROMPT_STYLES, SOURCES, TEMPLATES, Registry
+from medvlm.registry import (
+    CONSOLIDATORS,
+    FAMILIES,
+    GUARDS,
+    METHOD_SETTINGS,
+    PROMPT_STYLES,
+    SOURCES,
+    TEMPLATES,
+    Registry,
+)
 
 
-def _registered(registry: Registry) -> AfterValidator:
-    """A field whose value must be a name in ``registry`` (an unknown one is reported with the nearest)."""
+def _registered(registry: Registry, *also: str) -> AfterValidator:
+    """A field whose value must be a name in ``registry`` or one of ``also`` (an unknown one is reported
+    with the nearest)."""
 
     def check(value: str) -> str:
-        if value not in registry:
+        if value not in also and value not in registry:
             raise ValueError(registry.unknown(value))
         return value
 
@@ -58,6 +68,7 @@ def _registered(registry: Registry) -> AfterValidator:
 DatasetName = Annotated[str, _registered(SOURCES)]
 TemplateName = Annotated[str, _registered(TEMPLATES)]
 PromptStyle = Annotated[str, _registered(PROMPT_STYLES)]
+FamilyName = Annotated[str, _registered(FAMILIES, "auto")]
 
 #: Values a recipe file may expand to. Real recipes hold a few hundred; YAML anchors and aliases can
 #: make a 1 KB file expand to billions ("billion laughs"), which validation and dumping would walk.
@@ -76,10 +87,12 @@ Section = _Section  # the base of a plugin's settings section (see ContinualSpec
 
 
 class ModelSpec(_Section):
-    """Where the model comes from: a local Hugging Face llava directory, or a tiny preset."""
+    """Where the model comes from: a local Hugging Face model directory, or a tiny preset."""
 
     path: str | None = None
     preset: str | None = Field(None, description="tiny preset, e.g. tiny-clip-llama")
+    family: FamilyName = Field("auto", description="architecture (medvlm.model.families): auto reads config.json's "
+                        "model_type; with a preset, the family built at the preset's sizes (auto: llava)")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     trust_remote_code: bool = Field(False, description="run Python code shipped in model.path (warned about, "
@@ -110,7 +123,7 @@ class DataSpec(_Section):
     train: list[SourceSpec] = Field(default_factory=list)
     template: TemplateName = "vicuna_v1"
     system_prompt: str | None = None
-    image_aspect_ratio: Literal["pad", "resize", "crop"] = "pad"
+    image_aspect_ratio: Literal["pad", "resize", "crop", "native"] = "pad"
     max_length: int = Field(2048, ge=8)
     group_by_modality_length: bool = True
     on_bad_record: Literal["error", "skip"] = "error"
@@ -162,8 +175,9 @@ class PeftSpec(_Section):
     r: int = Field(128, ge=1)
     alpha: int = Field(256, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: str = (
-        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$")
+    target_modules: str | None = Field(
+        None, description="regex over full module names; default: the family's language-model attention and MLP "
+        "linears (medvlm.model.families.ModelFamily.lora_target_modules)")
     train_projector: bool = True
     bits: Literal[4, 8] = Field(4, description="qlora: 4-bit (quant_type) or 8-bit (LLM.int8) base weights")
     double_quant: bool = True

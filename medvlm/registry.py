@@ -82,3 +82,4 @@ CONSOLIDATORS: Registry = Registry("consolidator", package="medvlm.continual")
 GUARDS: Registry = Registry("continual guard", package="medvlm.continual")
 # the settings section (a pydantic model) of a consolidator or guard, under the component's name
 METHOD_SETTINGS: Registry = Registry("continual method settings", package="medvlm.continual")
+FAMILIES: Registry = Registry("model family", package="medvlm.model.families")

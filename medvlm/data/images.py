@@ -7,7 +7,8 @@ applied, grey-scale and palette images converted to RGB), DICOM files through
 
 * ``pad``: pad to a square filled with the image processor's mean colour, then resize (LLaVA-1.5);
 * ``resize``: squash to the square input size;
-* ``crop``: the processor's own resize and centre crop (original CLIP preprocessing).
+* ``crop``: the processor's own resize and centre crop (original CLIP preprocessing);
+* ``native``: the original image, sized by the processor itself (AnyRes tiling, dynamic resolution).
 
 A ``.dcm``/``.dicom`` path (or any file with the DICOM marker) is accepted wherever an image path
 is; per-source DICOM settings (window, channels, frame) travel with each sample in
@@ -30,12 +31,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from medvlm.data.image_inputs import tensor_bytes
 from medvlm.errors import DataError
 
 if TYPE_CHECKING:
     from medvlm.data.records import Sample
 
-AspectMode = Literal["pad", "resize", "crop"]
+AspectMode = Literal["pad", "resize", "crop", "native"]
 ImageCheckMode = Literal["none", "exists", "header", "decode"]
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -170,25 +172,56 @@ def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Im
 
 
 class ImagePreparer:
-    """Turns PIL images into the pixel tensor the model's vision tower expects."""
+    """Turns PIL images into the tensors the model's vision tower expects.
 
-    def __init__(self, image_processor, aspect: AspectMode = "pad") -> None:
+    ``dynamic``: the family's processor sizes images itself (AnyRes tiling, dynamic resolution, see
+    :meth:`medvlm.model.families.ModelFamily.dynamic_resolution`): ``pad`` then only pads to a
+    square and ``crop``/``native`` hand the image over as it is; ``resize`` still squashes to the
+    square input size. ``native`` is the processor's own preprocessing of the original image.
+    """
+
+    def __init__(self, image_processor, aspect: AspectMode = "pad", dynamic: bool = False,
+                 side: int | None = None, keys: tuple[str, ...] = ("pixel_values",)) -> None:
         self.image_processor = image_processor
         self.aspect = aspect
+        self.dynamic = dynamic
+        self.keys = keys
         mean = getattr(image_processor, "image_mean", None) or [0.5, 0.5, 0.5]
         self.fill = tuple(int(round(255 * m)) for m in mean)
         crop = getattr(image_processor, "crop_size", None)
         size = getattr(image_processor, "size", None)
         target = crop if (getattr(image_processor, "do_center_crop", False) and crop) else size
-        self.side = _side_of(target)
+        self.side = side or _side_of(target)
 
-    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+    def _resizes(self) -> bool:
+        return bool(self.side) and (self.aspect == "resize" or (self.aspect == "pad" and not self.dynamic))
+
+    def shape(self, images: list[Image.Image]) -> list[Image.Image]:
+        """The images as medvlm hands them to the processor (``image_aspect_ratio``)."""
         if self.aspect == "pad":
             images = [expand_to_square(image, self.fill) for image in images]
-        if self.aspect in ("pad", "resize") and self.side:
+        if self._resizes():
             images = [image.resize((self.side, self.side), Image.BICUBIC) for image in images]
-        kwargs = {} if self.aspect == "crop" else {"do_pad": False}
-        return self.image_processor(images, return_tensors="pt", **kwargs)["pixel_values"]
+        return images
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) the processor receives for an image of this size (see :meth:`shape`)."""
+        if self._resizes():
+            return self.side, self.side
+        if self.aspect == "pad":
+            side = max(height, width)
+            return side, side
+        return height, width
+
+    def prepare(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
+        """The model inputs the processor makes of ``images`` (``keys``: ``pixel_values`` and the
+        family's ``image_sizes`` / ``image_grid_thw``)."""
+        kwargs = {"do_pad": False} if self.aspect in ("pad", "resize") and not self.dynamic else {}
+        out = self.image_processor(self.shape(images), return_tensors="pt", **kwargs)
+        return {key: out[key] for key in self.keys}
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.prepare(images)["pixel_values"]
 
 
 def _side_of(size) -> int | None:
@@ -199,7 +232,7 @@ def _side_of(size) -> int | None:
 
 
 class PixelCache:
-    """Prepared pixel tensors by image path, least recently used evicted beyond ``max_bytes``.
+    """Prepared image tensors by image path, least recently used evicted beyond ``max_bytes``.
 
     Training revisits each image every epoch and VQA sets ask several questions per image; decoding
     and preprocessing once saves most of the input pipeline's time on small models.
@@ -208,23 +241,23 @@ class PixelCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.used = 0
-        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._items: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
 
-    def get(self, key: str) -> torch.Tensor | None:
-        tensor = self._items.get(key)
-        if tensor is not None:
+    def get(self, key: str) -> dict[str, torch.Tensor] | None:
+        tensors = self._items.get(key)
+        if tensors is not None:
             self._items.move_to_end(key)
-        return tensor
+        return tensors
 
-    def put(self, key: str, tensor: torch.Tensor) -> None:
-        size = tensor.element_size() * tensor.nelement()
+    def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        size = tensor_bytes(tensors)
         if size > self.max_bytes or key in self._items:
             return
-        self._items[key] = tensor
+        self._items[key] = tensors
         self.used += size
         while self.used > self.max_bytes:
             _, evicted = self._items.popitem(last=False)
-            self.used -= evicted.element_size() * evicted.nelement()
+            self.used -= tensor_bytes(evicted)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -318,3 +351,25 @@ def drop_bad_images(samples: list[Sample], check: ImageCheck, report: Any, *, fi
             record, message = check.bad[sample.id]
             report.problem(message, file=file, record=record, key="image")
     return [sample for sample in samples if sample.id not in check.bad]
+
+
+_TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+def image_size(path: Path, dicom: Mapping[str, Any] | None = None, *, record: str | None = None) -> tuple[int, int]:
+    """(height, width) of an image file as :func:`medvlm.data.images.load_image` would decode it,
+    read from the header (EXIF rotation applied); DICOM files are rendered (their settings may crop)."""
+    if is_dicom_path(path):
+        width, height = load_image(path, record=record, dicom=dicom).size
+        return height, width
+    try:
+        with open_image(path) as handle:
+            width, height = handle.size
+            orientation = handle.getexif().get(0x0112)
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}", record=record, key="image") from None
+    except DataError as exc:  # over the pixel limit
+        raise DataError(exc.detail, record=record, key="image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode image {path}: {exc}", record=record, key="image") from None
+    return (width, height) if orientation in _TRANSPOSED else (height, width)

@@ -21,12 +21,18 @@ LLaVA-Med v1.5 shares), checked against it by ``tests/reference/original_llava.p
   given, is wrapped as Llama 2 wraps it (``<<SYS>>\\n{system}\\n<</SYS>>\\n\\n``) into the first question.
 * ``llava_med_legacy`` (LLaVA-Med v1.0, "###" separators; not in the original LLaVA package):
   ``{system}\\n\\n### Human: {q}\\n### Assistant: {a}\\n### Human: ...``
+* ``chatml`` (Qwen2-VL / Qwen2.5-VL; LLaVA-OneVision's ``qwen_1_5``):
+  ``{bos}<|im_start|>system\\n{system}<|im_end|>\\n`` then per exchange
+  ``<|im_start|>user\\n{q}<|im_end|>\\n<|im_start|>assistant\\n{a}<|im_end|>\\n``
+* ``gemma`` (Gemma 3, MedGemma; no system role: the system text opens the first question):
+  ``{bos}<start_of_turn>user\\n{q}<end_of_turn>\\n<start_of_turn>model\\n{a}<end_of_turn>\\n``
 
 The original code tokenises the prompt in chunks, split at each ``<image>`` (bos, then each chunk
 on its own), so a sentencepiece tokenizer's dummy prefix ("▁") starts the text after the bos token
 and after every image. transformers' non-legacy Llama tokenizer puts it only at the very start of a
 text; a space at those places brings it back. :func:`chunk_gap` finds out from the tokenizer, and
-both the Python rendering and the chat template put it there.
+both the Python rendering and the chat template put it there (not in chatml or gemma, native
+layouts that were never tokenised in chunks).
 """
 
 from __future__ import annotations
@@ -319,22 +325,28 @@ class LlavaMedLegacy(Template):
         )
 
 
-def expand_image_placeholders(rendered: Rendered, replacement: str) -> Rendered:
-    """Replace each ``<image>`` by ``replacement``, shifting the supervised spans to match."""
+def expand_image_placeholders(rendered: Rendered, replacement: str | list[str]) -> Rendered:
+    """Replace each ``<image>`` by ``replacement`` (one text for all, or one per placeholder in
+    order), shifting the supervised spans to match."""
     if IMAGE_PLACEHOLDER not in rendered.text or replacement == IMAGE_PLACEHOLDER:
         return rendered
     pieces = rendered.text.split(IMAGE_PLACEHOLDER)
-    growth = len(replacement) - len(IMAGE_PLACEHOLDER)
-    placeholder_starts, position = [], 0
-    for piece in pieces[:-1]:
+    replacements = [replacement] * (len(pieces) - 1) if isinstance(replacement, str) else replacement
+    if len(replacements) != len(pieces) - 1:
+        raise DataError(f"{len(pieces) - 1} <image> placeholder(s) for {len(replacements)} image block(s)")
+    placeholder_starts, growths, position = [], [], 0
+    for piece, text in zip(pieces[:-1], replacements, strict=True):
         position += len(piece)
         placeholder_starts.append(position)
+        growths.append(len(text) - len(IMAGE_PLACEHOLDER))
         position += len(IMAGE_PLACEHOLDER)
 
     def shift(offset: int) -> int:
-        return offset + growth * sum(1 for start in placeholder_starts if start < offset)
+        return offset + sum(growth for start, growth in zip(placeholder_starts, growths, strict=True)
+                            if start < offset)
 
-    return Rendered(replacement.join(pieces), [(shift(s), shift(e)) for s, e in rendered.supervised])
+    text = pieces[0] + "".join(block + piece for block, piece in zip(replacements, pieces[1:], strict=True))
+    return Rendered(text, [(shift(s), shift(e)) for s, e in rendered.supervised])
 
 
 def chunk_gap(tokenizer, image_token: str = IMAGE_PLACEHOLDER) -> str:
@@ -357,9 +369,84 @@ def chunk_gap(tokenizer, image_token: str = IMAGE_PLACEHOLDER) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class TurnMarkers(Template):
+    """Layouts that wrap every turn in start/end markers (ChatML, Gemma): ``{start}{role}\n{text}{end}\n``.
+
+    The reply, its end marker and the newline after it are supervised, so the model learns to close
+    its turn; generation stops at the end marker.
+    """
+
+    start: str = ""
+    end: str = ""
+    user_role: str = "user"
+    assistant_role: str = "assistant"
+    system_role: str | None = "system"  # None: the system text opens the first question
+
+    def render(self, turns: list[Turn], *, system: str | None = None, gap: str = "",  # type: ignore[override]
+               **kwargs) -> Rendered:
+        """``gap`` is ignored: these native layouts were never tokenised in chunks (see :func:`chunk_gap`)."""
+        system = self.default_system if system is None else system
+        if system and self.system_role is None:
+            first = turns[0]
+            turns = [Turn(first.role, f"{system}\n\n{first.text}"), *turns[1:]]
+            system = ""
+        return super().render(turns, system=system, **kwargs)
+
+    def prefix(self, bos: str, system: str | None, gap: str) -> str:
+        if system and self.system_role is not None:
+            return f"{bos}{self.start}{self.system_role}\n{system}{self.end}\n"
+        return bos
+
+    def user(self, text: str, gap: str) -> str:
+        return f"{self.start}{self.user_role}\n{text}{self.end}\n"
+
+    def assistant_header(self) -> str:
+        return f"{self.start}{self.assistant_role}\n"
+
+    def assistant_body(self, text: str, eos: str) -> str:
+        return f"{text}{self.end}\n"
+
+    def jinja(self, system: str | None = None, gap: str = "") -> str:
+        default_system = self.default_system if system is None else system
+        user, assistant, close = (repr(f"{self.start}{self.user_role}\n"), repr(f"{self.start}{self.assistant_role}\n"),
+                                  repr(f"{self.end}\n"))
+        if self.system_role is None:
+            default = f"{default_system}\n\n" if default_system else ""
+            setup = ("{%- if messages[0]['role'] == 'system' -%}"
+                     "{%- set system = content(messages[0]) + '\\n\\n' -%}{%- set loop_messages = messages[1:] -%}"
+                     "{%- else -%}{%- set system = " + repr(default) + " -%}"
+                     "{%- set loop_messages = messages -%}{%- endif -%}")
+            first_user = "(system if loop.first else '')"
+        else:
+            setup = ("{%- if messages[0]['role'] == 'system' -%}{%- set system = content(messages[0]) -%}"
+                     "{%- set loop_messages = messages[1:] -%}"
+                     "{%- else -%}{%- set system = " + repr(default_system or "") + " -%}"
+                     "{%- set loop_messages = messages -%}{%- endif -%}"
+                     "{%- if system -%}{{ " + repr(f"{self.start}{self.system_role}\n") + " + system + " + close
+                     + " }}{%- endif -%}")
+            first_user = "''"
+        return (
+            _content_macro("") + "{{ bos_token }}" + setup
+            + "{%- for m in loop_messages -%}"
+            "{%- if m['role'] == 'user' -%}{{ " + user + " + " + first_user + " + content(m) + " + close + " }}"
+            "{%- else -%}{{ " + assistant + " }}"
+            "{% generation %}{{ content(m) + " + close + " }}{% endgeneration %}"
+            "{%- endif -%}{%- endfor -%}"
+            "{%- if add_generation_prompt -%}{{ " + assistant + " }}{%- endif -%}"
+        )
+
+
+QWEN_SYSTEM = "You are a helpful assistant."
+
 TEMPLATES: Registry[Template] = registry.TEMPLATES
 for _template in (Plain("plain"), VicunaV1("vicuna_v1"), VicunaV1("llava_v1", default_system=LLAVA_V1_SYSTEM),
-                  MistralInstruct("mistral_instruct"), LlavaMedLegacy("llava_med_legacy")):
+                  MistralInstruct("mistral_instruct"), LlavaMedLegacy("llava_med_legacy"),
+                  TurnMarkers("chatml", default_system=QWEN_SYSTEM, stop_strings=("<|im_end|>",),
+                              start="<|im_start|>", end="<|im_end|>"),
+                  TurnMarkers("gemma", default_system="", stop_strings=("<end_of_turn>",),
+                              start="<start_of_turn>", end="<end_of_turn>", assistant_role="model",
+                              system_role=None)):
     TEMPLATES.register(_template.name)(_template)
 
 

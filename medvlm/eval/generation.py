@@ -23,11 +23,12 @@ import torch
 from PIL import Image
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from medvlm.data.collate import Collator, ConversationEncoder, load_sample_pixels
-from medvlm.data.images import AspectMode, ImagePreparer
+from medvlm.data.collate import ConversationEncoder, load_sample_images, sample_image_sizes
+from medvlm.data.image_inputs import concat_image_tensors
+from medvlm.data.images import AspectMode
 from medvlm.data.records import Sample
 from medvlm.data.templates import get_template
-from medvlm.model.build import num_image_tokens
+from medvlm.model.build import collator_for, encoder_for, preparer_for
 
 #: ``listener(delta, done)``: new final text of one row; ``done`` once, with the last piece.
 Listener = Callable[[str, bool], None]
@@ -52,10 +53,11 @@ class Sampling:
 
 @dataclass
 class GenerationItem:
-    """One prompt of a batch: token ids, pixel rows (one per image, or None) and its own limits."""
+    """One prompt of a batch: token ids, its image tensors (``pixel_values`` with one entry per image
+    and the model family's extras such as ``image_sizes``; None without images) and its own limits."""
 
     input_ids: list[int]
-    pixels: torch.Tensor | None
+    pixels: dict[str, torch.Tensor] | None
     max_new_tokens: int
     stops: tuple[str, ...] = ()
     cancelled: Callable[[], bool] | None = None
@@ -159,11 +161,14 @@ class Generator:
         self.processor = processor
         self.template = get_template(template)
         self.tokenizer = processor.tokenizer
-        self.encoder = ConversationEncoder(self.tokenizer, self.template, num_image_tokens(model.config),
-                                           max_length=1 << 30, system_prompt=system_prompt)
-        self.preparer = ImagePreparer(processor.image_processor, image_aspect_ratio)
-        self.collate = Collator(self.tokenizer.pad_token_id, padding_side="left")
-        self.eos = [t for t in {self.tokenizer.eos_token_id, model.generation_config.eos_token_id} if t is not None]
+        self.encoder = encoder_for(model.config, processor, self.template, max_length=1 << 30,
+                                   system_prompt=system_prompt)
+        self.preparer = preparer_for(model.config, processor, image_aspect_ratio)
+        self.collate = collator_for(model.config, processor, padding_side="left")
+        configured = model.generation_config.eos_token_id  # one id, or a list (Qwen2.5-VL, Gemma 3)
+        self.eos = sorted({token for token in [self.tokenizer.eos_token_id,
+                                               *(configured if isinstance(configured, list) else [configured])]
+                           if token is not None})
         self.device = next(model.parameters()).device
         self._encoders = {system_prompt: self.encoder}
         # A fast tokenizer must not encode in one thread while it decodes in another ("Already borrowed"):
@@ -176,7 +181,7 @@ class Generator:
             return self.encoder
         encoder = self._encoders.get(system)
         if encoder is None:
-            encoder = ConversationEncoder(self.tokenizer, self.template, self.encoder.image_token_count,
+            encoder = ConversationEncoder(self.tokenizer, self.template, self.encoder.image_tokens,
                                           max_length=1 << 30, system_prompt=system)
             if len(self._encoders) < 32:  # clients may send any system prompt: keep a few, not all
                 self._encoders[system] = encoder
@@ -186,16 +191,25 @@ class Generator:
     def stops(self) -> tuple[str, ...]:
         return self.template.stop_strings
 
-    def prompt_ids(self, sample: Sample, system: str | None = None) -> list[int]:
-        """Prompt tokens for the reply to the sample's last user turn."""
+    def prompt_ids(self, sample: Sample, system: str | None = None,
+                   images: list[Image.Image] | None = None) -> list[int]:
+        """Prompt tokens for the reply to the sample's last user turn.
+
+        Families whose image blocks depend on the image size (AnyRes, dynamic resolution) read the
+        sizes from ``images`` (decoded already: chat, server) or else from the sample's image files.
+        """
+        sizes = None
+        if self.encoder.image_tokens.needs_sizes and (images or sample.images):
+            sizes = ([self.preparer.input_size(image.height, image.width) for image in images] if images
+                     else sample_image_sizes(sample, self.preparer))
         with self._tokenizer_lock:
-            return self.encoder_for(system).encode_prompt(sample)
+            return self.encoder_for(system).encode_prompt(sample, sizes)
 
-    def sample_pixels(self, sample: Sample) -> torch.Tensor | None:
-        return load_sample_pixels(sample, self.preparer) if sample.has_image else None
+    def sample_pixels(self, sample: Sample) -> dict[str, torch.Tensor] | None:
+        return load_sample_images(sample, self.preparer) if sample.has_image else None
 
-    def image_pixels(self, images: list[Image.Image]) -> torch.Tensor | None:
-        return torch.cat([self.preparer([image]) for image in images], dim=0) if images else None
+    def image_pixels(self, images: list[Image.Image]) -> dict[str, torch.Tensor] | None:
+        return concat_image_tensors([self.preparer.prepare([image]) for image in images]) if images else None
 
     def own_tokens(self, tokens: list[int], limit: int) -> list[int]:
         """A row's generated tokens up to its end-of-sequence token and its own budget."""
@@ -217,7 +231,7 @@ class Generator:
         for item in items:
             feature: dict[str, Any] = {"input_ids": torch.tensor(item.input_ids)}
             if item.pixels is not None:
-                feature["pixel_values"] = item.pixels
+                feature.update(item.pixels)
             features.append(feature)
         inputs = {key: value.to(self.device) for key, value in self.collate(features).items()}
         if "pixel_values" in inputs:

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 import yaml
-from transformers import AutoProcessor, ProcessorMixin
+from transformers import ProcessorMixin
 
 from medvlm.errors import ModelError, first_line
 from medvlm.io import check_replaceable, replace_dir, unique_staging, write_json
@@ -42,6 +42,7 @@ from medvlm.model.adapters import (
     merge_adapter,
 )
 from medvlm.model.build import DTYPES, has_processor, load_model, load_pretrained, saved_processor
+from medvlm.model.families import family_of, family_of_dir
 from medvlm.model.prompting import TrainedPrompt, read_trained_prompt
 from medvlm.recipe import Recipe, validate
 from medvlm.rundir import StageDir, run_dir_of
@@ -124,7 +125,7 @@ def run_base_model(recipe: Recipe) -> tuple[torch.nn.Module, ProcessorMixin]:
 
 
 def load_source(source: Source, dtype: str | None = None) -> tuple[torch.nn.Module, ProcessorMixin]:
-    """A plain ``LlavaForConditionalGeneration`` (adapters merged) and its processor.
+    """A plain transformers model of its family (adapters merged) and its processor.
 
     ``dtype`` overrides the stored weights' dtype (None keeps the default float32 load of a
     directory and the run's own dtype for an adapter merged into its base).
@@ -162,7 +163,7 @@ def save_llava_dir(model: torch.nn.Module, processor: ProcessorMixin, dst: str |
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     if prompt is not None:
-        prompt.apply(processor)
+        prompt.apply(processor, family_of(model.config))
         prompt.write(staging)
     processor.save_pretrained(staging)
     for name, content in (records or {}).items():
@@ -199,10 +200,11 @@ def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None 
     config = json.loads((staging / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = str(base)
     (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
-    processor = AutoProcessor.from_pretrained(source.path if has_processor(source.path) else base)
+    family = family_of_dir(base)
+    processor = family.load_processor(source.path if has_processor(source.path) else base)
     prompt = trained_prompt(source)
     if prompt is not None:
-        prompt.apply(processor)
+        prompt.apply(processor, family)
         prompt.write(staging)
     processor.save_pretrained(staging)
     replace_dir(staging, dst, overwrite=overwrite, protect=protect)

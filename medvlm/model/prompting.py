@@ -34,15 +34,18 @@ class TrainedPrompt:
         """The prompt a recipe's ``data`` section trains with."""
         return cls(data.template, data.system_prompt)
 
-    def chat_template(self, tokenizer) -> str:
-        """The Jinja chat template that renders this prompt for ``tokenizer`` (see ``chunk_gap``)."""
+    def chat_template(self, processor, family=None) -> str:
+        """The Jinja chat template that renders this prompt for ``processor``'s tokenizer (see
+        ``chunk_gap``), images written as ``family`` (a :class:`~medvlm.model.families.ModelFamily`;
+        None: LLaVA's ``<image>``) writes them."""
         from medvlm.data.templates import chunk_gap, get_template
 
-        return get_template(self.template).chat_template(self.system_prompt, chunk_gap(tokenizer))
+        jinja = get_template(self.template).chat_template(self.system_prompt, chunk_gap(processor.tokenizer))
+        return family.place_images(jinja, processor) if family is not None else jinja
 
-    def apply(self, processor) -> None:
-        """Give ``processor`` the chat template of this prompt."""
-        processor.chat_template = self.chat_template(processor.tokenizer)
+    def apply(self, processor, family=None) -> None:
+        """Give ``processor`` the chat template of this prompt (for a model of ``family``)."""
+        processor.chat_template = self.chat_template(processor, family)
 
     def write(self, directory: str | Path) -> None:
         write_json(Path(directory) / PROMPT_FILE, {"template": self.template, "system_prompt": self.system_prompt})

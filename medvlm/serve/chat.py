@@ -87,8 +87,9 @@ class ChatSession:
         text = f"{IMAGE_PLACEHOLDER}\n{question}" if self._image_pending else question
         turns = [*self.turns, Turn("user", text)]
         n_images = sum(turn.text.count(IMAGE_PLACEHOLDER) for turn in turns)
-        ids = self.generator.prompt_ids(conversation_sample(turns, n_images))
-        pixels = self.generator.image_pixels([self.image]) if n_images and self.image is not None else None
+        images = [self.image] * n_images if self.image is not None else []
+        ids = self.generator.prompt_ids(conversation_sample(turns, n_images), images=images)
+        pixels = self.generator.image_pixels(images)
         item = GenerationItem(ids, pixels, self.max_new_tokens, self.generator.stops)
         answer = self.generator.generate([item], self.sampling, [lambda delta, done: on_text(delta)])[0]
         self.turns = [*turns, Turn("assistant", answer.text)]

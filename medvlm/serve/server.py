@@ -236,7 +236,7 @@ class App:
         images = [decode_image(read_image(ref.url, self.policy, ref.param), self.policy, ref.dicom, ref.param)
                   for ref in conversation.images]
         try:
-            ids = self.generator.prompt_ids(conversation.sample(), conversation.system)
+            ids = self.generator.prompt_ids(conversation.sample(), conversation.system, images=images)
         except DataError as exc:
             raise RequestError(str(exc), param="messages") from None
         budget = chat.token_budget if chat.token_budget is not None else self.settings.default_max_tokens

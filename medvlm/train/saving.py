@@ -11,6 +11,7 @@ from medvlm.io import replace_dir, unique_staging
 from medvlm.model.adapters import merge_adapter
 from medvlm.model.build import load_model
 from medvlm.model.export import Source, export_adapter, run_base_model, save_llava_dir
+from medvlm.model.families import family_of_model
 from medvlm.model.prompting import TrainedPrompt
 from medvlm.recipe import Recipe
 from medvlm.rundir import StageDir
@@ -30,7 +31,7 @@ def save_trained(trainer: MedvlmTrainer, processor, prompt: TrainedPrompt, out: 
     trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
         (staging / "training_args.bin").unlink(missing_ok=True)
-        prompt.apply(processor)
+        prompt.apply(processor, family_of_model(trainer.model))
         prompt.write(staging)
         processor.save_pretrained(staging)
         replace_dir(staging, final)

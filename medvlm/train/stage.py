@@ -19,14 +19,13 @@ import torch
 from transformers import set_seed
 
 from medvlm.claims import claim
-from medvlm.data.images import ImagePreparer
 from medvlm.data.reading import read_samples
 from medvlm.data.records import Sample
 from medvlm.distributed import barrier, forget_deepspeed_config, zero_stage
 from medvlm.errors import DataError, MedvlmError, ModelError
 from medvlm.io import write_json, write_text
 from medvlm.model.adapters import check_peft_plan
-from medvlm.model.build import trainable_components
+from medvlm.model.build import preparer_for, trainable_components
 from medvlm.provenance import provenance
 from medvlm.recipe import Recipe
 from medvlm.train.arguments import training_arguments, training_callbacks
@@ -81,7 +80,7 @@ def _run_stage(recipe: Recipe, trainable: tuple[str, ...], *, resume: bool, loss
         samples = samples + list(extra_samples)
     if not samples:
         raise DataError("the training sources yielded no samples", file=recipe.source_file)
-    preparer = ImagePreparer(processor.image_processor, recipe.data.image_aspect_ratio)
+    preparer = preparer_for(model.config, processor, recipe.data.image_aspect_ratio)
     setup = SETUPS.get(recipe.train.stage, supervised_setup)(recipe, model, processor, samples, preparer)
     write_json(out.data_report, {"sources": reports, "encoding": setup.report})
     log.info("%s", freeze.describe())

@@ -3,7 +3,7 @@
 What it adds:
 
 * a separate projector learning rate (LLaVA-1.5 LoRA recipes train the projector at 2e-5 while
-  the adapters get 2e-4);
+  the adapters get 2e-4); the projector's parameters are the model family's;
 * LLaVA's modality- and length-grouped batching;
 * loss plugins — continual-learning terms such as UIR, LwF or EWC — added to the language-model
   loss with the same gradient-accumulation scaling, and logged under their own names (plugins see
@@ -33,6 +33,7 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from medvlm.data.collate import IGNORE_INDEX, ModalityLengthGroupedSampler
 from medvlm.io import run_token
+from medvlm.model.families import family_of_model
 
 
 @runtime_checkable
@@ -70,10 +71,12 @@ class MedvlmTrainer(Trainer):
             return super().create_optimizer(model) if self.optimizer is None else self.optimizer
         model = model if model is not None else self.model
         decay = set(self.get_decay_parameter_names(model))
+        family = family_of_model(model)  # None for a wrapper without a config (contrastive stage)
         groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
         for name, param in model.named_parameters():
             if param.requires_grad:
-                groups.setdefault(("multi_modal_projector" in name, name in decay), []).append(param)
+                is_projector = family is not None and family.component_of(name) == "projector"
+                groups.setdefault((is_projector, name in decay), []).append(param)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
         param_groups = [
             {"params": params, "weight_decay": self.args.weight_decay if has_decay else 0.0,
