@@ -21,7 +21,7 @@ FAST = "test_demo.py::test_shortened_demo_runs_every_stage_and_scores"
 
 def test_extra_arguments_keep_the_fast_default() -> None:
     out = collected("tests/integration/test_demo.py")
-    assert FAST in out and SLOW not in out and "1 deselected" in out
+    assert FAST in out and SLOW not in out and "3 deselected" in out
 
 
 def test_an_explicit_marker_replaces_the_default() -> None:
