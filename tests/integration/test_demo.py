@@ -101,4 +101,4 @@ def test_full_demo_meets_its_targets(tmp_path: Path) -> None:
     print(f"demo wall {wall:.0f}s final {final} base {base}")
     assert final["closed_accuracy"] >= 90.0 and final["open_exact_match"] >= 80.0
     assert base["closed_accuracy"] <= 60.0 and base["open_exact_match"] <= 20.0  # near chance before adaptation
-    assert wall <= 5 * 60
+    assert wall <= 5 * 60  # the target on an idle 2-core machine (one thread: a second busy process costs little)
