@@ -104,7 +104,7 @@ def _consolidate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from medvlm.runs.demo import run_demo
 
-    summary = run_demo(args.output, overrides=args.overrides, recipe=args.recipe)
+    summary = run_demo(args.output, overrides=args.overrides, recipe=args.recipe, from_scratch=args.from_scratch)
     print(summary)
     return 0
 
@@ -438,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the embedded demo: tiny model, synthetic data, all stages, scores")
     p.add_argument("--output", default="outputs/demo")
     p.add_argument("--recipe", help="pipeline recipe to run (default: recipes/demo/pipeline.yaml)")
+    p.add_argument("--from-scratch", action="store_true", help="build the general base model first "
+                   "(recipes/demo/general_base.yaml) instead of starting from the one medvlm ships")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
     p = sub.add_parser("predict", help="batched greedy answers for a dataset, as a LLaVA answer file")

@@ -7,8 +7,9 @@ evaluation, output). Three conveniences, all resolved before anything runs:
   left to right); mappings merge key by key, lists and scalars replace.
 * Command-line overrides ``train.learning_rate=1e-4`` set one dotted key; the value is parsed as YAML,
   so ``3``, ``1e-4``, ``true`` and ``[a, b]`` get their natural types.
-* ``${output_dir}``, ``${recipe_dir}`` and environment variables (``${MEDVLM_REAL_DATA}``) expand in
-  path-like string values.
+* ``${output_dir}``, ``${recipe_dir}``, ``${medvlm_resources}`` (the package's shipped files, e.g. the
+  general base model) and environment variables (``${MEDVLM_REAL_DATA}``) expand in path-like string
+  values.
 
 Unknown keys are rejected with the nearest valid name, wrong types with the dotted key path; the
 fully resolved recipe is written into every output directory as ``recipe.resolved.yaml``.
@@ -51,6 +52,7 @@ from medvlm.registry import (
     TEMPLATES,
     Registry,
 )
+from medvlm.resources import RESOURCES
 
 
 def _registered(registry: Registry, *also: str) -> AfterValidator:
@@ -581,9 +583,10 @@ def load_tree(path: str | os.PathLike, overrides: list[str] | None = None) -> di
 
 
 def resolve(tree: dict[str, Any], origin: str, variables: dict[str, str] | None = None) -> Recipe:
-    """Validate, then expand ``${...}`` variables (``name`` and ``output_dir`` are always defined)."""
+    """Validate, then expand ``${...}`` variables (``name``, ``output_dir`` and ``medvlm_resources`` are
+    always defined)."""
     recipe = validate(tree, origin)  # first pass: schema errors name the user's keys
-    names = {"name": recipe.name, **(variables or {})}
+    names = {"name": recipe.name, "medvlm_resources": str(RESOURCES), **(variables or {})}
     output_dir = expand_vars(recipe.output.dir, names, "output.dir")
     names.setdefault("output_dir", output_dir)
     expanded = _expand_tree(recipe.model_dump(mode="json"), names, "")

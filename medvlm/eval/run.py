@@ -39,8 +39,11 @@ def model_provenance(model_dir: str | Path) -> dict[str, Any]:
 
 def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *, template: str,
                    system_prompt: str | None, image_aspect_ratio: str, policy: str = "error",
-                   ) -> dict[str, dict[str, Any]]:
-    """Answer files and scores for every dataset in ``spec``, written under ``out_dir/<dataset>/``."""
+                   name: str | None = None) -> dict[str, dict[str, Any]]:
+    """Answer files and scores for every dataset in ``spec``, written under ``out_dir/<dataset>/``.
+
+    ``name`` is how reports label the model (default: from its directory, :func:`medvlm.rundir.model_label`).
+    """
     model, processor = load_for_inference(model_dir)
     results: dict[str, dict[str, Any]] = {}
     for source in spec.datasets:
@@ -64,6 +67,7 @@ def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *
             data_files=[source.path] if source.path else None,
             provenance={
                 **model_provenance(model_dir),
+                **({"model_label": name} if name else {}),
                 "dataset": label,
                 "dataset_source": source.dataset,
                 "data_path": source.path,

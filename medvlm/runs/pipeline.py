@@ -4,6 +4,11 @@ A pipeline recipe lists its stages (each a stage recipe file plus overrides) and
 section. Stage outputs go to ``OUT/<stage name>/``; a stage whose ``model/`` exists is complete and
 is skipped when the pipeline runs again, so an interrupted pipeline continues where it stopped.
 
+The pipeline's own ``model`` section, when it names a path or preset, is where the first stage
+starts (the demo starts LLaVA-Med's stages from the shipped general base this way); otherwise the
+first stage's recipe says. It is part of the pipeline's resolved recipe, so an output directory is
+never reused for a pipeline that starts from another model.
+
 Command-line overrides address the pipeline (``eval.batch_size=8``), one stage
 (``align.train.max_steps=5``) or every stage (``*.train.max_steps=5``).
 """
@@ -92,6 +97,9 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
         if previous is not None:
             set_dotted(stage_tree, ["model", "path"], str(PipelineDir(out).stage(previous).model))
             set_dotted(stage_tree, ["model", "preset"], None)
+        elif recipe.model.path or recipe.model.preset:
+            set_dotted(stage_tree, ["model", "path"], recipe.model.path)
+            set_dotted(stage_tree, ["model", "preset"], recipe.model.preset)
         stage_tree["source_file"] = str(stage_path)
         origin = f"{stage_path} (stage '{ref.name}' of {path})"
         stages.append((ref.name, resolve(stage_tree, origin, {"output_dir": str(out),
@@ -123,13 +131,19 @@ def _run_pipeline(pipeline: Pipeline, *, resume: bool) -> PipelineResult:
         result.stage_seconds[name] = round(time.perf_counter() - started, 2)
         log.info("stage %s: done in %.1f s", name, result.stage_seconds[name])
 
-    spec = pipeline.recipe.eval
-    if spec.datasets:
-        last_name, last = pipeline.stages[-1]
-        for name in spec.stages or [last_name]:
-            started = time.perf_counter()
-            result.evaluations[name] = evaluate_model(
-                layout.stage(name).model, spec, layout.eval(name), template=last.data.template,
-                system_prompt=last.data.system_prompt, image_aspect_ratio=last.data.image_aspect_ratio)
-            result.stage_seconds[f"eval:{name}"] = round(time.perf_counter() - started, 2)
+    if pipeline.recipe.eval.datasets:
+        for name in pipeline.recipe.eval.stages or [pipeline.stages[-1][0]]:
+            evaluate(pipeline, name, layout.stage(name).model, result)
     return result
+
+
+def evaluate(pipeline: Pipeline, name: str, model_dir: Path, result: PipelineResult) -> None:
+    """Evaluate one model on the pipeline's eval sets into ``OUT/eval/<name>/`` (reports call it ``name``),
+    as the last stage's data is formatted (template, system prompt, image handling); adds its scores and
+    time to ``result``."""
+    spec, last = pipeline.recipe.eval, pipeline.stages[-1][1]
+    started = time.perf_counter()
+    result.evaluations[name] = evaluate_model(
+        model_dir, spec, pipeline.layout.eval(name), template=last.data.template,
+        system_prompt=last.data.system_prompt, image_aspect_ratio=last.data.image_aspect_ratio, name=name)
+    result.stage_seconds[f"eval:{name}"] = round(time.perf_counter() - started, 2)

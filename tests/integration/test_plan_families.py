@@ -4,10 +4,10 @@ model (full finetuning, LoRA, QLoRA), with shapes, components and image tokens f
 from __future__ import annotations
 
 import pytest
-from medvlm.train.memtrack import measure_training_peak
-from medvlm.model.plan import plan_memory
 
+from medvlm.model.plan import plan_memory
 from medvlm.recipe import Recipe
+from medvlm.train.memtrack import measure_training_peak
 from tests.helpers.families import FAMILIES
 
 CASES = {

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from medvlm.runs.preview import label_segments
 
 from medvlm.data.collate import IGNORE_INDEX, SupervisedDataset, sample_image_sizes
 from medvlm.data.records import IMAGE_PLACEHOLDER, Turn
@@ -16,6 +15,7 @@ from medvlm.errors import DataError, MedvlmError, ModelError
 from medvlm.model.build import collator_for, encoder_for, image_tokens_for, preparer_for
 from medvlm.model.families import family_of, get_family, resolve_family
 from medvlm.model.tiny import build_tiny
+from medvlm.runs.preview import label_segments
 from tests.helpers.families import FAMILIES, conversation, picture, write_pictures
 
 SIZES = [(32, 32), (40, 30), (100, 20), (20, 100), (64, 33), (77, 64)]

@@ -4,10 +4,10 @@ input settings; every family's demo pipeline builds that family's tiny model in 
 from __future__ import annotations
 
 import pytest
-from medvlm.runs.pipeline import load_pipeline
 
 from medvlm.model.families import family_names
 from medvlm.recipe import load_recipe
+from medvlm.runs.pipeline import load_pipeline
 from tests.conftest import REPO
 
 VARIANTS = {"next": ("llava_next", "vicuna_v1"), "qwen2_5_vl": ("qwen2_5_vl", "chatml")}
