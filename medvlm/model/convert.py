@@ -344,54 +344,39 @@ def projector_tensors(weights: dict[str, torch.Tensor], projector_type: str, tex
 
 
 def build_processor(tokenizer, vision_config, vision_dir: Path | None, config: dict[str, Any]):
-    """The processor of the converted model: LLaVA-1.5's (pad to square or not) or LLaVA-NeXT's (AnyRes)."""
-    from transformers import LlavaNextProcessor, LlavaProcessor
-    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
-    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
-
+    """The processor of the converted model, from its family: LLaVA-1.5's (pad to square or not) or
+    LLaVA-NeXT's (AnyRes)."""
     mean, std, size = CLIP_MEAN, CLIP_STD, vision_config.image_size
     preprocessor = vision_dir / "preprocessor_config.json" if vision_dir else None
     if preprocessor is not None and preprocessor.is_file():
         settings = read_json(preprocessor)
         mean, std = settings.get("image_mean", mean), settings.get("image_std", std)
     clip = vision_config.model_type == "clip_vision_model"
-    common = dict(size={"shortest_edge": size} if clip else {"height": size, "width": size},
-                  crop_size={"height": size, "width": size}, do_center_crop=clip, image_mean=mean, image_std=std)
-    tokens = dict(tokenizer=tokenizer, patch_size=vision_config.patch_size,
-                  vision_feature_select_strategy="default" if clip else "full",
-                  num_additional_image_tokens=1 if clip else 0)
-    if config.get("image_aspect_ratio") == "anyres":
-        image_processor = LlavaNextImageProcessorPil(image_grid_pinpoints=next_pinpoints(config), do_pad=True,
-                                                     **common)
-        return LlavaNextProcessor(image_processor=image_processor, **tokens)
-    image_processor = LlavaImageProcessorPil(do_pad=config.get("image_aspect_ratio") == "pad", **common)
-    return LlavaProcessor(image_processor=image_processor, **tokens)
+    image_settings = dict(size={"shortest_edge": size} if clip else {"height": size, "width": size},
+                          crop_size={"height": size, "width": size}, do_center_crop=clip, image_mean=mean,
+                          image_std=std)
+    token_settings = dict(patch_size=vision_config.patch_size,
+                          vision_feature_select_strategy="default" if clip else "full",
+                          num_additional_image_tokens=1 if clip else 0)
+    return target_family(config).conversion_processor(tokenizer, image_settings, token_settings, config)
 
 
-def next_pinpoints(config: dict[str, Any]) -> list[list[int]]:
-    """The original lists grid pinpoints as (width, height), transformers as (height, width)."""
-    pinpoints = config["image_grid_pinpoints"]
-    if isinstance(pinpoints, str):
-        import ast
+def target_family(config: dict[str, Any]):
+    """The family an original checkpoint converts to: LLaVA-NeXT for AnyRes checkpoints, else LLaVA-1.5."""
+    from medvlm.model.families import get_family
 
-        pinpoints = ast.literal_eval(pinpoints)
-    return [[int(height), int(width)] for width, height in pinpoints]
+    return get_family("llava_next" if config.get("image_aspect_ratio") == "anyres" else "llava")
 
 
 def convert_llava(src: str | Path, dst: str | Path, *, vision_tower: str | Path | None = None,
                   template: str | None = None, dtype: str | None = None,
                   pad_to_multiple_of: int = 64) -> ConversionReport:
     """``medvlm convert-llava``: write ``dst`` as a Hugging Face llava (or llava_next) directory."""
-    from transformers import (
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaNextConfig,
-        LlavaNextForConditionalGeneration,
-    )
     from transformers.initialization import no_init_weights
 
     from medvlm.model.build import DTYPES
     from medvlm.model.export import save_llava_dir
+    from medvlm.model.families.llava_next import original_pinpoints
     from medvlm.model.prompting import TrainedPrompt
 
     src, dst = Path(src), Path(dst)
@@ -446,11 +431,11 @@ def convert_llava(src: str | Path, dst: str | Path, *, vision_tower: str | Path 
         if "model.image_newline" not in weights:
             raise ModelError(f"{src}: a spatial_unpad (LLaVA-NeXT) checkpoint without the tensor "
                              "'model.image_newline'")
-        llava = LlavaNextConfig(image_grid_pinpoints=next_pinpoints(config), **settings)
-        model_cls = LlavaNextForConditionalGeneration
+        llava = target_family(config).config_class()(image_grid_pinpoints=original_pinpoints(config), **settings)
     else:
-        llava = LlavaConfig(image_seq_length=(vision.image_size // vision.patch_size) ** 2, **settings)
-        model_cls = LlavaForConditionalGeneration
+        llava = target_family(config).config_class()(
+            image_seq_length=(vision.image_size // vision.patch_size) ** 2, **settings)
+    model_cls = target_family(config).model_class()
     report.architecture = model_cls.__name__
     llava.pad_token_id = tokenizer.pad_token_id
     target_dtype = DTYPES[dtype or stored]

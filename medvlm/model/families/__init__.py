@@ -75,6 +75,12 @@ class ModelFamily:
 
         return AutoProcessor.from_pretrained(path)
 
+    def conversion_processor(self, tokenizer: Any, image_settings: dict[str, Any], token_settings: dict[str, Any],
+                             original: dict[str, Any]) -> ProcessorMixin:
+        """The processor of an original LLaVA checkpoint converted to this family (``medvlm convert-llava``):
+        the image processor (PIL backend) from ``image_settings``, tokens from ``token_settings``."""
+        raise ModelError(f"original LLaVA checkpoints do not convert to the {self.name} family")
+
     def finish_processor(self, processor: ProcessorMixin, config: Any) -> ProcessorMixin:
         """Fill processor fields transformers needs and older saved processors lack."""
         return processor

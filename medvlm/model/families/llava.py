@@ -80,6 +80,11 @@ class Llava(ModelFamily):
     def finish_processor(self, processor: ProcessorMixin, config: Any) -> ProcessorMixin:
         return ensure_llava_processor_fields(processor, config)
 
+    def conversion_processor(self, tokenizer: Any, image_settings: dict[str, Any], token_settings: dict[str, Any],
+                             original: dict[str, Any]) -> ProcessorMixin:
+        image_processor = LlavaImageProcessorPil(do_pad=original.get("image_aspect_ratio") == "pad", **image_settings)
+        return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, **token_settings)
+
     def image_tokens(self, processor: ProcessorMixin, config: Any) -> ImageTokens:
         return ImageTokens(image_token_of(processor), fixed=llava_image_token_count(config))
 

@@ -54,10 +54,26 @@ def anyres_token_counter(processor: ProcessorMixin) -> Any:
     return count
 
 
+def original_pinpoints(original: dict[str, Any]) -> list[list[int]]:
+    """An original checkpoint's AnyRes grid: listed as (width, height) there, (height, width) in transformers."""
+    pinpoints = original["image_grid_pinpoints"]
+    if isinstance(pinpoints, str):
+        import ast
+
+        pinpoints = ast.literal_eval(pinpoints)
+    return [[int(height), int(width)] for width, height in pinpoints]
+
+
 @dataclass(frozen=True)
 class LlavaNext(ModelFamily):
     def model_class(self) -> type[LlavaNextForConditionalGeneration]:
         return LlavaNextForConditionalGeneration
+
+    def conversion_processor(self, tokenizer: Any, image_settings: dict[str, Any], token_settings: dict[str, Any],
+                             original: dict[str, Any]) -> ProcessorMixin:
+        image_processor = LlavaNextImageProcessorPil(image_grid_pinpoints=original_pinpoints(original), do_pad=True,
+                                                     **image_settings)
+        return LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, **token_settings)
 
     def finish_processor(self, processor: ProcessorMixin, config: Any) -> ProcessorMixin:
         return ensure_llava_processor_fields(processor, config)
