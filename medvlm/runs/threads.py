@@ -1,13 +1,15 @@
 """How many intra-op CPU threads the embedded runs (the demo, the general-base build) use: one.
 
-Measured on the project's 2-core machines (``bench/contention.py``, ``bench/results/contention.json``):
-with torch's default of one OpenMP thread per core, one other CPU-bound process on the machine made
-the tiny model's training steps 4–6× slower (and 25× beside several), because every parallel region
-waits at its barrier for the thread the scheduler parked, while the waiting thread spins. Passive
-waiting (``OMP_WAIT_POLICY=PASSIVE``) removes the spinning but pays a futex wake-up per region and was
-slower than one thread even on an idle machine; a shorter spin (``GOMP_SPINCOUNT``) only halves the
-loss. One thread costs about 1.4× on an idle machine — the tiny model's operations are too small to
-split well — and keeps its speed beside a competing process, which then has the other core.
+Measured on the project's 2-core machine (``bench/contention.py``, ``bench/results/contention.json``;
+the machine was shared, so the figures are noisy): with torch's default of one OpenMP thread per
+core, one other CPU-bound process made the demo's training steps 4.5–5.7× slower (11× in a noisier
+rerun; 25× was seen beside several), far beyond a fair share: every parallel region waits at its
+barrier for the thread the scheduler parked, while the waiting thread spins. Passive waiting
+(``OMP_WAIT_POLICY=PASSIVE``) removes the spinning but pays a wake-up per region (1.4–3× slower on
+the idle machine); a shorter spin (``GOMP_SPINCOUNT=10000``) only halves the loss. One thread is
+1.4–1.6× slower on an idle machine — the tiny model's operations are too small to split well — and
+kept its speed beside a competing process, which then has the other core (steps 1.06–1.14× its idle
+time; the whole demo 1.04×, ``bench/results/demo_wall.json``).
 
 A fixed count also makes these runs reproducible bit for bit: how a matrix product is split across
 threads decides the order of its floating-point sums, so the shipped general base is rebuilt exactly
