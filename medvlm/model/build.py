@@ -31,15 +31,12 @@ from medvlm.model.families import (
     family_of_model,
     resolve_family,
 )
-from medvlm.model.families.llava import LLAVA, LLAVA_PREFIXES, ensure_llava_processor_fields, llava_image_token_count
+from medvlm.model.families.llava import LLAVA, llava_image_token_count
 from medvlm.recipe import ModelSpec, Recipe
 
 log = logging.getLogger("medvlm")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-# Parameter-name prefixes of each component of the LLaVA-1.5 layout (other families: their own).
-COMPONENT_PREFIXES: dict[str, tuple[str, ...]] = dict(LLAVA_PREFIXES)
 
 STAGE_TRAINABLE: dict[str, tuple[str, ...]] = {
     "contrastive": ("vision_tower",),  # CLIP-style pretraining of a tiny tower (medvlm.train.contrastive)
@@ -136,10 +133,7 @@ def check_llava_dir(path: Path, family: str = "auto", trust_remote_code: bool = 
 
 def ensure_processor_fields(processor: ProcessorMixin, model_config) -> ProcessorMixin:
     """Fill the processor fields transformers 5 needs to expand image tokens correctly."""
-    family = family_of(model_config)
-    if family is LLAVA:
-        return ensure_llava_processor_fields(processor, model_config)
-    return family.finish_processor(processor, model_config)
+    return family_of(model_config).finish_processor(processor, model_config)
 
 
 # -- what the data side needs from a model ------------------------------------------------------------
