@@ -56,10 +56,10 @@ def test_shortened_demo_runs_every_stage_and_scores(tmp_path: Path) -> None:
     assert summary["base_model"].startswith(f"shipped, {GENERAL_BASE}")
     assert (out / "eval" / "base" / DATASETS[0] / "scores.json").is_file()
     assert set(summary["stage_seconds"]) == {"align", "instruct", "finetune", "eval:base", "eval:finetune"}
-    # a second run finds every stage complete and only re-reads the finished answer files
-    started = time.perf_counter()
+    # a second run finds every stage complete: nothing is trained again
+    stamps = {path: path.stat().st_mtime_ns for path in out.glob("*/model/model.safetensors")}
     run_demo(out, overrides=SHORT)
-    assert time.perf_counter() - started < 60
+    assert stamps and {path: path.stat().st_mtime_ns for path in stamps} == stamps
 
 
 @pytest.mark.slow
@@ -101,4 +101,5 @@ def test_full_demo_meets_its_targets(tmp_path: Path) -> None:
     print(f"demo wall {wall:.0f}s final {final} base {base}")
     assert final["closed_accuracy"] >= 90.0 and final["open_exact_match"] >= 80.0
     assert base["closed_accuracy"] <= 60.0 and base["open_exact_match"] <= 20.0  # near chance before adaptation
-    assert wall <= 5 * 60  # the target on an idle 2-core machine (one thread: a second busy process costs little)
+    # the wall time (target: 5 minutes on an idle 2-core machine) is measured in bench/results/demo_wall.json,
+    # not asserted here: a test's timing depends on whatever else the machine runs
