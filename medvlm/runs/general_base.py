@@ -29,7 +29,7 @@ import torch
 import transformers
 
 import medvlm
-from medvlm.io import read_json, replace_dir, write_json
+from medvlm.io import MARKER, read_json, replace_dir, write_json
 from medvlm.resources import GENERAL_BASE, MANIFEST, recipes_dir, write_manifest
 from medvlm.runs.pipeline import Pipeline, PipelineResult, load_pipeline, run_pipeline
 from medvlm.runs.threads import CPU_THREADS, cpu_threads
@@ -92,8 +92,9 @@ def ship(pipeline: Pipeline, model_dir: Path, destination: str | Path = GENERAL_
 
 
 def model_digests(sums: dict[str, str]) -> dict[str, str]:
-    """The manifest entries of the model itself (what a rebuild must reproduce), without the build record."""
-    return {name: digest for name, digest in sums.items() if name not in (BUILD_RECORD, MANIFEST)}
+    """The manifest entries of the model itself (what a rebuild must reproduce), without the build record
+    and medvlm's output marker."""
+    return {name: digest for name, digest in sums.items() if name not in (BUILD_RECORD, MANIFEST, MARKER)}
 
 
 def main(argv: list[str] | None = None) -> int:
