@@ -33,12 +33,11 @@ from urllib.parse import urlsplit
 from tqdm.auto import tqdm
 
 from medvlm.data.images import is_dicom_path, resolve_image_path
-from medvlm.data.prompts import apply_prompt_style
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample
 from medvlm.data.sources import read_source
 from medvlm.errors import DataError, MedvlmError
 from medvlm.eval.answers import question_id
-from medvlm.eval.predict import PredictSettings, answer_row, read_answer_ids
+from medvlm.eval.predict import PredictSettings, answer_row, read_answer_ids, unanswered
 from medvlm.io import append_jsonl
 
 log = logging.getLogger("medvlm")
@@ -253,14 +252,7 @@ def answer_through_endpoint(samples: list[Sample], settings: EndpointSettings, o
     """Answer ``samples`` through the endpoint, appending to ``output``; the new rows."""
     out_path = Path(output) if output is not None else None
     done = read_answer_ids(out_path, settings) if out_path else set()
-    pending, seen = [], set()
-    for sample in samples:
-        qid = str(question_id(sample))
-        if qid in seen:
-            raise DataError("duplicate question id in the evaluation set", record=qid, key="question_id")
-        seen.add(qid)
-        if qid not in done:
-            pending.append(apply_prompt_style(sample, settings.prompt_style))
+    pending = unanswered(samples, done, settings.prompt_style)
     if done:
         log.info("resuming: %d answers already in %s, %d to go", len(done), out_path, len(pending))
     client = EndpointClient(settings.endpoint, api_key, timeout_s=timeout_s, retries=retries)

@@ -97,6 +97,20 @@ def _check_same_settings(path: Path, row: dict[str, Any], settings: PredictSetti
                         "write to a new answer file", file=str(path))
 
 
+def unanswered(samples: list[Sample], done: set[str], prompt_style: str) -> list[Sample]:
+    """The samples not yet in the answer file, prompt style applied; a repeated question id is an error."""
+    pending: list[Sample] = []
+    seen: set[str] = set()
+    for sample in samples:
+        qid = str(question_id(sample))
+        if qid in seen:
+            raise DataError("duplicate question id in the evaluation set", record=qid, key="question_id")
+        seen.add(qid)
+        if qid not in done:
+            pending.append(apply_prompt_style(sample, prompt_style))
+    return pending
+
+
 def _batches(items: list[tuple[Sample, list[int]]], size: int) -> Iterator[list[tuple[Sample, list[int]]]]:
     # Image and text-only prompts are batched apart, each sorted by length to cut padding.
     ordered = sorted(items, key=lambda item: (not item[0].has_image, -len(item[1])))
@@ -118,16 +132,8 @@ def generate_answers(
     out_path = Path(output) if output is not None else None
     done = read_answer_ids(out_path, settings) if out_path else set()
 
-    pending: list[tuple[Sample, list[int]]] = []
-    seen: set[str] = set()
-    for sample in samples:
-        qid = str(question_id(sample))
-        if qid in seen:
-            raise DataError("duplicate question id in the evaluation set", record=qid, key="question_id")
-        seen.add(qid)
-        if qid not in done:
-            styled = apply_prompt_style(sample, settings.prompt_style)
-            pending.append((styled, generator.prompt_ids(styled)))
+    pending = [(styled, generator.prompt_ids(styled))
+               for styled in unanswered(samples, done, settings.prompt_style)]
     if done:
         log.info("resuming: %d answers already in %s, %d to go", len(done), out_path, len(pending))
 
