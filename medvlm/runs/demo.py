@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medvlm.claims import claim
 from medvlm.errors import MedvlmError
 from medvlm.eval.report import build_report
 from medvlm.io import write_json, write_text
@@ -27,6 +28,7 @@ from medvlm.rundir import SCORES
 from medvlm.runs.general_base import build_general_base, load_build
 from medvlm.runs.pipeline import PipelineResult, evaluate, load_pipeline, run_pipeline
 from medvlm.runs.threads import cpu_threads
+from medvlm.train.outputs import claim_output_dir
 
 BASE = "base"  # the name the starting general model is evaluated under
 
@@ -81,18 +83,24 @@ def run_demo(output: str | Path, overrides: list[str] | None = None, recipe: str
     if stray and not from_scratch:
         raise MedvlmError(f"override(s) {', '.join(stray)} address the general base's build stages "
                           f"({', '.join(sorted(build_stages))}); they apply only with --from-scratch")
-    with cpu_threads():
+    if from_scratch:
+        build = load_build(out / "general_base", build_overrides)
+        base_dir = build.layout.stage(build.stages[-1][0]).model
+        base = f"built from scratch into {base_dir}"
+    else:
+        base_dir = general_base()
+        base = f"shipped, {base_dir} (SHA256SUMS verified)"
+    pipeline = load_pipeline(recipe_path, [f"output.dir={output}", f"model.path={base_dir}",
+                                           "model.preset=null", *overrides])
+    with cpu_threads(), claim(out):
         started = time.perf_counter()
         seconds: dict[str, float] = {}
         if from_scratch:
-            _, built, base_dir = build_general_base(out / "general_base", build_overrides)
+            # the demo's directory is claimed before the build writes into it: afterwards it would
+            # look like a folder of someone else's files
+            claim_output_dir(out, pipeline.recipe, "pipeline run")
+            _, built, _ = build_general_base(out / "general_base", build_overrides)
             seconds.update(built.stage_seconds)
-            base = f"built from scratch into {base_dir}"
-        else:
-            base_dir = general_base()
-            base = f"shipped, {base_dir} (SHA256SUMS verified)"
-        pipeline = load_pipeline(recipe_path, [f"output.dir={output}", f"model.path={base_dir}",
-                                               "model.preset=null", *overrides])
         result = run_pipeline(pipeline)
         seconds.update(result.stage_seconds)
         if pipeline.recipe.eval.datasets:
