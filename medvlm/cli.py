@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from medvlm import __version__
 from medvlm.errors import MedvlmError
@@ -94,7 +95,7 @@ def _consolidate(args: argparse.Namespace) -> int:
     from medvlm.continual.checkpoints import consolidate_checkpoints
 
     summary = consolidate_checkpoints(args.method, args.previous, args.current, args.output,
-                                      ConsolidationConfig(ratio=args.ratio, alpha=args.alpha))
+                                      ConsolidationConfig(ratio=args.ratio, alpha=args.alpha), overwrite=args.overwrite)
     print(json.dumps(summary))
     return 0
 
@@ -103,7 +104,8 @@ def _consolidate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from medvlm.runs.demo import run_demo
 
-    summary = run_demo(args.output, overrides=args.overrides, recipe=args.recipe, guarded=args.guarded)
+    summary = run_demo(args.output, overrides=args.overrides, recipe=args.recipe, from_scratch=args.from_scratch,
+                       guarded=args.guarded)
     print(summary)
     return 0
 
@@ -112,6 +114,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from medvlm.eval.run import predict_dataset
 
+    if args.endpoint:
+        return _predict_endpoint(args)
     written, total = predict_dataset(
         args.model, args.dataset, args.path, args.split, args.output, image_root=args.image_root,
         options=_parse_options(args.option), policy=args.on_bad_record, limit=args.limit,
@@ -158,7 +162,8 @@ def _report(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from medvlm.model.export import export_model
 
-    print(f"exported: {export_model(args.source, args.destination, merge_lora=args.merge_lora)}")
+    exported = export_model(args.source, args.destination, merge_lora=args.merge_lora, overwrite=args.overwrite)
+    print(f"exported: {exported}")
     return 0
 
 
@@ -236,8 +241,157 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# Using a model: chat, serve, predict through an endpoint, judge (commands and their arguments)
+# --------------------------------------------------------------------------------------------------
+
+
+@command("chat")
+def _chat(args: argparse.Namespace) -> int:
+    from medvlm.serve.chat import run_chat
+
+    return run_chat(args.model, image=args.image, window=args.window, template=args.template,
+                    system_prompt=args.system_prompt, max_new_tokens=args.max_new_tokens,
+                    temperature=args.temperature, top_p=args.top_p, image_aspect_ratio=args.image_aspect_ratio,
+                    dtype=args.dtype)
+
+
+@command("serve")
+def _serve(args: argparse.Namespace) -> int:
+    from medvlm.serve.server import ServeSettings, serve
+
+    return serve(ServeSettings(
+        model=args.model, host=args.host, port=args.port, served_model_name=args.served_model_name,
+        api_key=os.environ.get(args.api_key_env) if args.api_key_env else None, engine=args.engine,
+        template=args.template, system_prompt=args.system_prompt, image_aspect_ratio=args.image_aspect_ratio,
+        dtype=args.dtype, image_root=args.image_root, allow_remote_images=args.allow_remote_images,
+        max_body_bytes=args.max_body_mb << 20, max_image_bytes=args.max_image_mb << 20, max_images=args.max_images,
+        default_max_tokens=args.max_new_tokens, max_tokens_limit=args.max_tokens_limit,
+        temperature=args.temperature, max_batch_size=args.max_batch_size, batch_window_ms=args.batch_window_ms,
+        extra_engine_args=args.engine_arg or []))
+
+
+def _predict_endpoint(args: argparse.Namespace) -> int:
+    from medvlm.eval.endpoint import predict_endpoint
+
+    if not args.served_model:
+        raise MedvlmError("--endpoint needs --served-model NAME (the model id the server serves)")
+    written, total = predict_endpoint(
+        args.endpoint, args.served_model, args.dataset, args.path, args.split, args.output,
+        image_root=args.image_root, options=_parse_options(args.option), policy=args.on_bad_record, limit=args.limit,
+        prompt_style=args.prompt_style, max_new_tokens=args.max_new_tokens, system_prompt=args.system_prompt,
+        temperature=args.temperature, concurrency=args.concurrency, retries=args.retries, timeout_s=args.timeout,
+        api_key_env=args.api_key_env, model_id=args.model_id)
+    print(f"wrote {written} answer(s) to {args.output} ({total} questions; "
+          f"{total - written} already answered)")
+    return 0
+
+
+@command("judge")
+def _judge(args: argparse.Namespace) -> int:
+    from medvlm.eval.judge import format_judgement, judge_answers
+
+    result = judge_answers(args.questions, args.answers, args.output, endpoint=args.endpoint,
+                           judge_model=args.judge_model, api_key_env=args.api_key_env,
+                           concurrency=args.concurrency, retries=args.retries, timeout_s=args.timeout,
+                           temperature=args.temperature, max_tokens=args.max_tokens, limit=args.limit)
+    print(format_judgement(result))
+    print(f"written: {args.output}")
+    return 0
+
+
+def _add_endpoint_predict_args(p: argparse.ArgumentParser, source: argparse._MutuallyExclusiveGroup) -> None:
+    source.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1)"
+                        " to answer through instead of a local model")
+    p.add_argument("--served-model", metavar="NAME", help="with --endpoint: the model id the server serves")
+    p.add_argument("--concurrency", type=int, default=8, help="with --endpoint: requests in flight (default 8)")
+    p.add_argument("--retries", type=int, default=4, help="with --endpoint: retries per request on connection "
+                   "errors, timeouts, 429 and 5xx (exponential backoff)")
+    p.add_argument("--timeout", type=float, default=300.0, help="with --endpoint: seconds per request")
+    p.add_argument("--temperature", type=float, default=0.0, help="with --endpoint: 0 (default) is greedy")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="with --endpoint: environment variable holding the API key (default OPENAI_API_KEY)")
+
+
+def _add_model_use_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory, run, checkpoint or adapter (as predict takes)")
+    p.add_argument("--template", default="vicuna_v1", help="conversation template (as the model was trained)")
+    p.add_argument("--system-prompt", help="system prompt (default: the template's)")
+    p.add_argument("--image-aspect-ratio", choices=("pad", "resize", "crop"), default="pad")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy, as predict decodes")
+
+
+def _add_use_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="talk to a model in the terminal (images, DICOM; answers streamed)")
+    _add_model_use_args(p)
+    p.add_argument("--image", metavar="FILE", help="image or DICOM file to ask about (or /image in the chat)")
+    p.add_argument("--window", help="DICOM window: auto (default), minmax or a CT preset (lung, mediastinum, "
+                   "bone, brain, abdomen, liver)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=512)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible server (/v1/chat/completions, streaming) + a web page")
+    _add_model_use_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--served-model-name", help="model id clients ask for (default: the model directory's name)")
+    p.add_argument("--api-key-env", metavar="VAR", default="MEDVLM_API_KEY",
+                   help="environment variable whose value clients must send as 'Authorization: Bearer KEY' "
+                        "(default MEDVLM_API_KEY; unset: no key needed)")
+    p.add_argument("--engine", choices=("transformers", "vllm"), default="transformers",
+                   help="transformers (default; dynamic batching, any machine) or vllm (GPU; vLLM's own server)")
+    p.add_argument("--engine-arg", action="append", metavar="ARG", help="extra argument for vLLM, repeatable")
+    p.add_argument("--image-root", metavar="DIR", help="allow local image paths in requests, confined to DIR")
+    p.add_argument("--allow-remote-images", action="store_true",
+                   help="let the server fetch http(s) image URLs (off: only data: URLs and --image-root paths)")
+    p.add_argument("--max-body-mb", type=int, default=32, help="largest request body (MiB)")
+    p.add_argument("--max-image-mb", type=int, default=16, help="largest image (MiB)")
+    p.add_argument("--max-images", type=int, default=4, help="images per request")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="answer length when a request sets none")
+    p.add_argument("--max-tokens-limit", type=int, default=2048, help="largest max_tokens a request may ask")
+    p.add_argument("--max-batch-size", type=int, default=8, help="requests batched into one generate call")
+    p.add_argument("--batch-window-ms", type=float, default=5.0,
+                   help="how long a batch waits for more requests when it is not full")
+
+    p = sub.add_parser("judge", help="LLaVA-Med's GPT-judged conversation score (qa50), any judge endpoint")
+    p.add_argument("--questions", required=True, metavar="JSONL", help="llava_med_eval_qa50_qa.jsonl")
+    p.add_argument("--answers", required=True, metavar="JSONL", help="the evaluated model's answer file")
+    p.add_argument("--output", required=True, metavar="JSON", help="judge.json (reviews go beside it)")
+    p.add_argument("--endpoint", required=True, metavar="URL", help="the judge's OpenAI-compatible endpoint")
+    p.add_argument("--judge-model", required=True, metavar="NAME", help="the judge model id (e.g. gpt-4-0314)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--retries", type=int, default=6)
+    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--temperature", type=float, default=0.0, help="judge temperature (LLaVA-Med: 0)")
+    p.add_argument("--max-tokens", type=int, help="judge reply limit (default: the endpoint's)")
+    p.add_argument("--limit", type=int, help="judge only the first N questions")
+
+
+# --------------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------------
+
+
+def _bounded(kind: type, low: float, high: float | None = None, *, low_open: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type``: a number in [low, high] ((low, high] with ``low_open``), else exit status 2."""
+    interval = f"{'(' if low_open else '['}{low:g}, {'∞)' if high is None else f'{high:g}]'}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got "
+                                             f"{text!r}") from None
+        if value != value or (value <= low if low_open else value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is outside {interval}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE_INT, COUNT = _bounded(int, 1), _bounded(int, 0)
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser, *, required_split: bool = False) -> None:
@@ -273,36 +427,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("consolidate", help="merge a model and its finetuned successor (SAC or model mix)")
     p.add_argument("--method", type=registered(CONSOLIDATORS), required=True,
-                   help="a registered consolidator: sac (Spectral-Aware Consolidation) or mix (model mix)")
+                   help="a registered consolidator (sac: Spectral-Aware Consolidation, mix: model mix, ...)")
     p.add_argument("--previous", required=True, help="θ_{t-1}: Hugging Face llava model directory")
     p.add_argument("--current", required=True,
                    help="θ̂_t: llava model directory, or a LoRA adapter directory trained on --previous "
                         "(exact low-rank SAC path)")
-    p.add_argument("--ratio", type=float, default=0.2, help="SAC ratio r (default 0.2)")
-    p.add_argument("--alpha", type=float, default=0.5, help="mix weight of --current (default 0.5)")
+    p.add_argument("--ratio", type=_bounded(float, 0, 1, low_open=True), default=0.2,
+                   help="SAC ratio r in (0, 1] (default 0.2)")
+    p.add_argument("--alpha", type=_bounded(float, 0, 1), default=0.5,
+                   help="mix weight of --current in [0, 1] (default 0.5)")
     p.add_argument("--output", required=True, help="directory for θ_t (a llava model directory)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --output even if it holds files medvlm did not write")
 
     p = sub.add_parser("demo", help="the embedded demo: tiny model, synthetic data, all stages, scores")
     p.add_argument("--output", default="outputs/demo")
     p.add_argument("--recipe", help="pipeline recipe to run (default: recipes/demo/pipeline.yaml)")
     p.add_argument("--guarded", action="store_true", help="also run the curriculum guarded against forgetting "
                    "(recipes/demo/pipeline_guarded.yaml, in OUTPUT/guarded) and compare per stage")
+    p.add_argument("--from-scratch", action="store_true", help="build the general base model first "
+                   "(recipes/demo/general_base.yaml) instead of starting from the one medvlm ships")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
     p = sub.add_parser("predict", help="batched greedy answers for a dataset, as a LLaVA answer file")
-    p.add_argument("--model", required=True, help="Hugging Face llava model directory, a run, a checkpoint "
-                   "or an adapter directory (adapters are merged into their base)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="Hugging Face llava model directory, a run, a checkpoint "
+                        "or an adapter directory (adapters are merged into their base)")
+    _add_endpoint_predict_args(p, source)
     _add_dataset_args(p)
     p.add_argument("--output", required=True, help="answer file (JSONL); resumes if it exists")
-    p.add_argument("--template", default="vicuna_v1", type=registered(TEMPLATES),
-                   help=f"conversation template: {', '.join(TEMPLATES.names())}")
-    p.add_argument("--system-prompt")
+    p.add_argument("--template", type=registered(TEMPLATES),
+                   help="conversation template (default: the one the model was trained with, from its "
+                   "prompt.json or run recipe; vicuna_v1 when it has neither)")
+    p.add_argument("--system-prompt", help="system prompt (default: the one the model was trained with; "
+                   "\"\" for none)")
     p.add_argument("--prompt-style", type=registered(PROMPT_STYLES), default="plain")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--limit", type=int)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=16)
+    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=32)
+    p.add_argument("--limit", type=POSITIVE_INT, help="answer at most this many questions")
     p.add_argument("--model-id")
-    p.add_argument("--image-aspect-ratio", choices=("pad", "resize", "crop"), default="pad")
+    p.add_argument("--image-aspect-ratio", choices=("pad", "resize", "crop", "native"), default="pad")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
                    help="compute dtype (default: float32 for a model directory, the run's own for an adapter run)")
 
@@ -311,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True, help="answer file (JSONL, LLaVA convention)")
     p.add_argument("--output", required=True, help="scores.json (per-item rows go to scores.items.jsonl)")
     p.add_argument("--baseline", help="another system's answer file: paired McNemar / bootstrap comparison")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: none)")
+    p.add_argument("--bootstrap", type=COUNT, default=1000, help="bootstrap resamples for 95%% CIs (0: none)")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("report", help="report.json + self-contained report.html from scores and run dirs")
@@ -328,10 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination", metavar="DST")
     p.add_argument("--merge-lora", action="store_true", help="fold LoRA/DoRA/QLoRA adapters into the weights "
                    "(QLoRA: into the dequantised base); without it an adapter run exports its adapter")
+    p.add_argument("--overwrite", action="store_true", help="replace DST even if it holds files medvlm did not "
+                   "write (never the source, its run directory or their parents)")
 
-    p = sub.add_parser("convert-llava", help="original LLaVA / LLaVA-Med checkpoint → Hugging Face llava")
-    p.add_argument("source", metavar="SRC", help="directory with config.json (llava_llama / llava_mistral) "
-                   "and the weights")
+    p = sub.add_parser("convert-llava", help="original LLaVA / LLaVA-Med / LLaVA-NeXT checkpoint → Hugging Face "
+                       "llava (llava_next)")
+    p.add_argument("source", metavar="SRC", help="directory with config.json (llava_llama / llava_mistral), "
+                   "the weights and the tokenizer")
     p.add_argument("destination", metavar="DST")
     p.add_argument("--vision-tower", metavar="DIR", help="local CLIP/SigLIP directory (needed when the "
                    "checkpoint lacks the tower's weights or names no local tower)")
@@ -343,18 +510,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="per-GPU training memory of a recipe, before any weights load")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU size to check the plan against (GiB)")
-    p.add_argument("--gpus", type=int, help="GPUs sharing the run (default: WORLD_SIZE or 1)")
+    p.add_argument("--gpu-memory", type=_bounded(float, 0, low_open=True), metavar="GB",
+                   help="GPU size to check the plan against (GiB)")
+    p.add_argument("--gpus", type=POSITIVE_INT, help="GPUs sharing the run (default: WORLD_SIZE or 1)")
     p.add_argument("--shapes", metavar="NAME", help="plan with a released model's shapes instead of "
                    "model.path/preset (llava-med-v1.5-7b)")
     p.add_argument("--json", action="store_true")
+
+    _add_use_parsers(sub)
 
     data = sub.add_parser("data", help="inspect, convert, preview data").add_subparsers(
         dest="data_command", required=True, metavar="DATA_COMMAND")
     p = data.add_parser("preview", help="rendered prompts and label text of a recipe's first samples")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    p.add_argument("-n", type=int, default=3)
+    p.add_argument("-n", type=POSITIVE_INT, default=3)
     p = data.add_parser("inspect", help="counts, image checks and every validation problem of a data set")
     p.add_argument("--dataset", required=True, type=registered(SOURCES), metavar="NAME",
                    help=f"source name: {', '.join(SOURCES.names())}")
@@ -365,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-check", choices=("none", "exists", "header", "decode"), default="header",
                    help="how hard to check referenced images (default: parse each header)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    p.add_argument("--max-problems", type=int, help="list at most this many problems (default: all)")
+    p.add_argument("--max-problems", type=COUNT, help="list at most this many problems (default: all)")
     p.add_argument("--strict", action="store_true", help="exit with status 2 when any problem is found")
     p = data.add_parser("convert", help="write a data set as LLaVA conversation JSON (downstream format)")
     _add_dataset_args(p)
@@ -376,11 +546,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="<image> after the question (LLaVA-Med's files) or before it")
     p.add_argument("--image-check", choices=("none", "exists", "header", "decode"), default="header",
                    help="how hard to check referenced images (default: parse each header)")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=POSITIVE_INT, help="convert at most this many records")
     p = data.add_parser("synth", help="generate the synthetic data set")
     p.add_argument("--output", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--image-size", type=_bounded(int, 8), default=32)
     return parser
 
 

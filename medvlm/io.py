@@ -1,7 +1,13 @@
-"""Atomic file output and small file helpers.
+"""Atomic file output, safe directory replacement and small file helpers.
 
 Every file medvlm writes goes through a temporary file in the same directory followed by
 ``os.replace``, so a crash (or SIGKILL) leaves either the old file or the new one, never half of one.
+
+Directories medvlm writes whole (exported and consolidated models, run directories) carry a small
+marker file, :data:`MARKER`, saying medvlm made them and as what. :func:`replace_dir` replaces a
+destination only when it is absent, empty or one of medvlm's own replaceable outputs; a directory of
+someone else's files needs ``overwrite``, and a run directory, the current or home directory and any
+ancestor of a protected path (the source being exported, say) are never replaced.
 """
 
 from __future__ import annotations
@@ -16,11 +22,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from medvlm.errors import DataError, OutputError
+
+#: Written into every directory medvlm creates whole: {"written_by": "medvlm", "kind": ...}.
+MARKER = ".medvlm-output.json"
+#: The kind of a run directory (train, pipeline, continual): never replaced as a whole.
+RUN = "run"
+RUN_FILE = "recipe.resolved.yaml"  # run directories written before markers existed hold this
+#: A run's claim on its output directory (see :mod:`medvlm.claims`); not content of the directory.
+LOCK_FILE = ".medvlm.lock"
+
 
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
     path = Path(path)
+    check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     binary = "b" in mode
@@ -60,9 +77,46 @@ def append_jsonl(handle: IO, *rows: dict) -> None:
     os.fsync(handle.fileno())
 
 
+def check_output_file(path: str | os.PathLike) -> None:
+    """Refuse an output file path that is a directory or lies under a file, before anything is written."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory; give a file path for this output")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{path}: cannot be created: {parent} is a file, not a directory")
+            break
+
+
+def parse_json(text: str | bytes, *, file: str, line: int | None = None) -> Any:
+    """``json.loads`` with one-line errors naming the file (and the line of a JSONL file).
+
+    Bytes must be UTF-8 (never replaced silently); nesting deeper than the interpreter's recursion
+    limit (~1000 levels) is a clear error instead of a ``RecursionError`` traceback.
+    """
+    where = f"line {line}" if line is not None else None
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"not UTF-8 text (byte {exc.start}: {exc.reason})", file=file, record=where) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        message = (f"not valid JSON (column {exc.colno}: {exc.msg})" if line is not None
+                   else f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+        raise DataError(message, file=file, record=where) from None
+    except RecursionError:
+        raise DataError("JSON nested too deeply to read (more than ~1000 levels)", file=file, record=where) from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """A JSON file; not found, not UTF-8, not JSON or nested absurdly deep are one-line errors naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", file=str(path))
+    return parse_json(path.read_bytes(), file=str(path))
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -73,18 +127,132 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def replace_dir(staging: str | os.PathLike, final: str | os.PathLike) -> None:
-    """Move a completely written directory into place, replacing any previous one.
+# --------------------------------------------------------------------------------------------------
+# Directories medvlm writes whole
+# --------------------------------------------------------------------------------------------------
+
+
+def mark_dir(path: str | os.PathLike, kind: str) -> None:
+    """Say that medvlm created ``path`` (as ``kind``): later runs may then replace or reuse it."""
+    write_json(Path(path) / MARKER, {"written_by": "medvlm", "kind": kind})
+
+
+def dir_kind(path: str | os.PathLike) -> str | None:
+    """What medvlm made ``path`` as (its marker's kind; ``run`` for a pre-marker run directory), else None."""
+    path = Path(path)
+    try:
+        kind = json.loads((path / MARKER).read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind is None and (path / RUN_FILE).is_file():
+        return RUN
+    return str(kind) if kind is not None else None
+
+
+def run_token() -> str:
+    """Names staging paths: the same in every process of one run, different between concurrent runs.
+
+    A single process: host and pid. A distributed launch (torchrun, deepspeed): the rendezvous
+    address and port, which every process shares and no two live runs can.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"{os.environ.get('MASTER_ADDR', 'localhost')}-{os.environ.get('MASTER_PORT', '0')}"
+    import socket
+
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def unique_staging(final: str | os.PathLike) -> Path:
+    """A hidden sibling of ``final`` that no other run writes (see :func:`run_token`)."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.staging-{run_token()}")
+
+
+def _is_within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def check_protected(final: str | os.PathLike, protect: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse to replace or clear ``final`` when it is, or contains, a protected path, the current
+    directory or the home directory."""
+    target = Path(final).resolve()
+    for guarded in [*protect, Path.cwd(), Path.home()]:
+        if _is_within(Path(guarded).resolve(), target):
+            raise OutputError(f"{final}: refusing to replace or clear it: it holds {guarded}; choose a new "
+                              "directory")
+
+
+def has_foreign_files(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a non-empty directory medvlm did not create (its lock file does not count)."""
+    path = Path(path)
+    if not path.is_dir() or dir_kind(path) is not None:
+        return False
+    return any(child.name != LOCK_FILE for child in path.iterdir())
+
+
+def clear_dir(path: str | os.PathLike, *, protect: Iterable[str | os.PathLike] = ()) -> None:
+    """Empty ``path`` (``output.overwrite``), keeping the run's lock file; protected paths are refused."""
+    path = Path(path)
+    check_protected(path, protect)
+    for child in path.iterdir():
+        if child.name == LOCK_FILE:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def check_replaceable(final: str | os.PathLike, *, overwrite: bool = False,
+                      protect: Iterable[str | os.PathLike] = ()) -> None:
+    """Raise :class:`OutputError` unless the directory ``final`` may be replaced as a whole.
+
+    Always refused: ``final`` is, or contains, a protected path, the current directory or the home
+    directory; ``final`` is a run directory. Refused without ``overwrite``: a file, or a non-empty
+    directory without medvlm's marker (someone's own files).
+    """
+    final = Path(final)
+    check_protected(final, protect)
+    for parent in final.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{final}: cannot be created: {parent} is a file, not a directory")
+            break
+    if not final.exists() and not final.is_symlink():
+        return
+    if final.is_dir() and not final.is_symlink():
+        kind = dir_kind(final)
+        if kind == RUN:
+            raise OutputError(f"{final}: is a medvlm run directory (checkpoints, logs, provenance); refusing to "
+                              "replace it; choose a new directory")
+        if not has_foreign_files(final) or overwrite:
+            return
+        raise OutputError(f"{final}: exists and holds files medvlm did not write; choose a new directory, "
+                          "or pass --overwrite to replace it")
+    if not overwrite:
+        raise OutputError(f"{final}: exists and is not a directory; choose another path, or pass --overwrite "
+                          "to replace it")
+
+
+def replace_dir(staging: str | os.PathLike, final: str | os.PathLike, *, kind: str = "output",
+                overwrite: bool = False, protect: Iterable[str | os.PathLike] = ()) -> None:
+    """Move a completely written directory into place, replacing a previous one :func:`check_replaceable`
+    allows; ``final`` gets medvlm's marker (as ``kind``).
 
     ``os.replace`` cannot swap non-empty directories, so an existing target is first renamed aside
     and deleted only after the new one is in place.
     """
     staging, final = Path(staging), Path(final)
+    check_replaceable(final, overwrite=overwrite, protect=protect)
+    mark_dir(staging, kind)
     final.parent.mkdir(parents=True, exist_ok=True)
     old = None
-    if final.exists():
+    if final.exists() or final.is_symlink():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, old)
     os.replace(staging, final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()

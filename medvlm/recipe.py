@@ -7,8 +7,9 @@ evaluation, output). Three conveniences, all resolved before anything runs:
   left to right); mappings merge key by key, lists and scalars replace.
 * Command-line overrides ``train.learning_rate=1e-4`` set one dotted key; the value is parsed as YAML,
   so ``3``, ``1e-4``, ``true`` and ``[a, b]`` get their natural types.
-* ``${output_dir}``, ``${recipe_dir}`` and environment variables (``${MEDVLM_REAL_DATA}``) expand in
-  path-like string values.
+* ``${output_dir}``, ``${recipe_dir}``, ``${medvlm_resources}`` (the package's shipped files, e.g. the
+  general base model) and environment variables (``${MEDVLM_REAL_DATA}``) expand in path-like string
+  values.
 
 Unknown keys are rejected with the nearest valid name, wrong types with the dotted key path; the
 fully resolved recipe is written into every output directory as ``recipe.resolved.yaml``.
@@ -24,17 +25,42 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from medvlm.errors import RecipeError
-from medvlm.registry import CONSOLIDATORS, GUARDS, PROMPT_STYLES, SOURCES, TEMPLATES, Registry
+from medvlm.bounds import TreeError, check_tree
+from medvlm.errors import RecipeError, shorten
+from medvlm.registry import (
+    CONSOLIDATORS,
+    FAMILIES,
+    GUARDS,
+    METHOD_SETTINGS,
+    PROMPT_STYLES,
+    SOURCES,
+    TEMPLATES,
+    Registry,
+)
+from medvlm.resources import RESOURCES
 
 
-def _registered(registry: Registry) -> AfterValidator:
-    """A field whose value must be a name in ``registry`` (an unknown one is reported with the nearest)."""
+def _registered(registry: Registry, *also: str) -> AfterValidator:
+    """A field whose value must be a name in ``registry`` or one of ``also`` (an unknown one is reported
+    with the nearest)."""
 
     def check(value: str) -> str:
-        if value not in registry:
+        if value not in also and value not in registry:
             raise ValueError(registry.unknown(value))
         return value
 
@@ -44,6 +70,11 @@ def _registered(registry: Registry) -> AfterValidator:
 DatasetName = Annotated[str, _registered(SOURCES)]
 TemplateName = Annotated[str, _registered(TEMPLATES)]
 PromptStyle = Annotated[str, _registered(PROMPT_STYLES)]
+FamilyName = Annotated[str, _registered(FAMILIES, "auto")]
+
+#: Values a recipe file may expand to. Real recipes hold a few hundred; YAML anchors and aliases can
+#: make a 1 KB file expand to billions ("billion laughs"), which validation and dumping would walk.
+MAX_RECIPE_VALUES = 100_000
 
 # --------------------------------------------------------------------------------------------------
 # Schema
@@ -54,16 +85,22 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+Section = _Section  # the base of a plugin's settings section (see ContinualSpec), extra keys forbidden
+
+
 class ModelSpec(_Section):
-    """Where the model comes from: a local Hugging Face llava directory, or a tiny preset."""
+    """Where the model comes from: a local Hugging Face model directory, or a tiny preset."""
 
     path: str | None = None
     preset: str | None = Field(None, description="tiny preset, e.g. tiny-clip-llama")
+    family: FamilyName = Field("auto", description="architecture (medvlm.model.families): auto reads config.json's "
+                        "model_type; with a preset, the family built at the preset's sizes (auto: llava)")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="run Python code shipped in model.path (warned about, "
+                                    "recorded in provenance; never taken from a run's stored recipe)")
     init_seed: int = 0
-    tokenizer_vocab_size: int = 1024
+    tokenizer_vocab_size: int = Field(1024, ge=8)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -88,7 +125,7 @@ class DataSpec(_Section):
     train: list[SourceSpec] = Field(default_factory=list)
     template: TemplateName = "vicuna_v1"
     system_prompt: str | None = None
-    image_aspect_ratio: Literal["pad", "resize", "crop"] = "pad"
+    image_aspect_ratio: Literal["pad", "resize", "crop", "native"] = "pad"
     max_length: int = Field(2048, ge=8)
     group_by_modality_length: bool = True
     on_bad_record: Literal["error", "skip"] = "error"
@@ -108,24 +145,31 @@ class TrainSpec(_Section):
     learning_rate: float = Field(2e-5, gt=0)
     projector_lr: float | None = Field(None, gt=0)
     epochs: float = Field(1.0, gt=0)
-    max_steps: int = -1
+    max_steps: int = Field(-1, description="optimizer steps; -1 (the default) trains for train.epochs instead")
     per_device_batch_size: int = Field(8, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     # < 1: transformers reads warmup_steps >= 1 as a step count
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     lr_scheduler: str = "cosine"
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = Field(1.0, ge=0, description="0: no clipping")
     seed: int = 42
     bf16: bool = False
     fp16: bool = False
     gradient_checkpointing: bool = False
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(500, ge=1)
-    save_total_limit: int | None = 2
+    save_total_limit: int | None = Field(2, ge=1, description="checkpoints kept (null: all)")
     deepspeed: str | None = None
     dataloader_num_workers: int = Field(0, ge=0)
     tensorboard: bool = True
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, value: int) -> int:
+        if value == 0 or value < -1:  # transformers reads 0 as "one step" and any negative as "use epochs"
+            raise ValueError("must be at least 1, or -1 to train for train.epochs")
+        return value
 
 
 class PeftSpec(_Section):
@@ -133,8 +177,9 @@ class PeftSpec(_Section):
     r: int = Field(128, ge=1)
     alpha: int = Field(256, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: str = (
-        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$")
+    target_modules: str | None = Field(
+        None, description="regex over full module names; default: the family's language-model attention and MLP "
+        "linears (medvlm.model.families.ModelFamily.lora_target_modules)")
     train_projector: bool = True
     bits: Literal[4, 8] = Field(4, description="qlora: 4-bit (quant_type) or 8-bit (LLM.int8) base weights")
     double_quant: bool = True
@@ -198,7 +243,7 @@ class SacAutoSpec(_Section):
     loss``, for captions and conversations). Ties go to the larger ratio (the update kept more whole).
     """
 
-    grid: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: list(DEFAULT_RATIO_GRID),
+    grid: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: list(DEFAULT_RATIO_GRID),
                                                       min_length=1)
     criterion: Literal["floor", "weighted"] = "floor"
     retention_floor: float = Field(0.9, ge=0)
@@ -220,8 +265,8 @@ class SacAutoSpec(_Section):
 
 
 class SacSpec(_Section):
-    ratio: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
-        0.2, description="r: the window K is where mean(σ₁..σ_K) ≤ r·σ₁; auto: chosen per task (sac.auto)")
+    ratio: Annotated[float, Field(gt=0, le=1)] | Literal["auto"] = Field(
+        0.2, description="r in (0, 1]: the window K is where mean(σ₁..σ_K) ≤ r·σ₁; auto: chosen per task (sac.auto)")
     auto: SacAutoSpec = Field(default_factory=SacAutoSpec)
 
     @model_validator(mode="after")
@@ -271,7 +316,11 @@ class ContinualSpec(_Section):
 
     ``method`` joins components with '+': at most one registered consolidator (sac, mix, ...) and any
     registered guards (uir, lwf, ewc, replay, o-lora, ...); ``seq-ft`` (plain sequential finetuning)
-    stands alone. Each component reads its own section below.
+    stands alone. Each component reads its own section below. A component added later brings its
+    section with it: its module registers a settings model under the component's name
+    (``medvlm.continual.register_settings``), and the recipe takes that section here like the ones
+    below (``continual.ties.density``), validated by the model, its defaults written into the
+    resolved recipe when the method uses the component; :meth:`settings` hands it over.
     """
 
     method: str = "seq-ft"
@@ -290,9 +339,43 @@ class ContinualSpec(_Section):
     replay: ReplaySpec = Field(default_factory=ReplaySpec)
     olora: OloraSpec = Field(default_factory=OloraSpec)
 
+    _plugged: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
     @property
     def components(self) -> list[str]:
         return [] if self.method == "seq-ft" else self.method.split("+")
+
+    def settings(self, component: str) -> BaseModel | None:
+        """The registered settings section of a method component; None for one without."""
+        return self._plugged.get(component)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _plugin_sections(cls, data: Any, handler: ModelWrapValidatorHandler[ContinualSpec]) -> ContinualSpec:
+        """Keys naming a registered settings section are validated by its model, every other key as
+        usual (an unknown one is still an unknown key); errors keep their dotted location."""
+        if not isinstance(data, dict):
+            return handler(data)
+        given = {key: value for key, value in data.items() if key not in cls.model_fields and key in METHOD_SETTINGS}
+        spec = handler({key: value for key, value in data.items() if key not in given})
+        sections: dict[str, BaseModel] = {}
+        errors: list[Any] = []
+        for name in [*given, *(c for c in spec.components if c not in given and c in METHOD_SETTINGS)]:
+            try:
+                sections[name] = METHOD_SETTINGS.get(name).model_validate(given.get(name, {}))
+            except ValidationError as exc:
+                errors += [{**error, "loc": (name, *error["loc"])} for error in exc.errors()]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        spec._plugged = sections
+        return spec
+
+    @model_serializer(mode="wrap")
+    def _dump_plugin_sections(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        data = handler(self)
+        for name, section in self._plugged.items():
+            data[name] = section.model_dump(mode=info.mode)
+        return data
 
     @field_validator("method")
     @classmethod
@@ -370,7 +453,7 @@ class OutputSpec(_Section):
 
 
 class StageRef(_Section):
-    name: str
+    name: str = Field(pattern=_NAME, description="the stage's directory under output.dir")
     recipe: str
     overrides: dict[str, Any] = Field(default_factory=dict)
     guards: TaskGuards = Field(default_factory=TaskGuards,
@@ -438,6 +521,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: YAML nested too deeply to read") from None
+    try:
+        check_tree(data, max_nodes=MAX_RECIPE_VALUES)
+    except TreeError as exc:
+        raise RecipeError(f"{path}: refused: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -466,7 +557,7 @@ def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else (bases or []):
         if not isinstance(base, str):
-            raise RecipeError(f"{path}: key 'base': expected a path or list of paths, got {base!r}")
+            raise RecipeError(f"{path}: key 'base': expected a path or list of paths, got {shorten(base)}")
         merged = deep_merge(merged, _load_with_bases(path.parent / base, (*seen, path)))
     return deep_merge(merged, raw)
 
@@ -550,13 +641,16 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
         if isinstance(part, int):
             continue
         fields = getattr(model, "model_fields", None)
+        if model is ContinualSpec and part in METHOD_SETTINGS:
+            model = METHOD_SETTINGS.get(part)
+            continue
         if not fields or part not in fields:
             return []
         annotation = fields[part].annotation
         model = _section_class(annotation)
         if model is None:
             return []
-    return list(getattr(model, "model_fields", {}))
+    return [*getattr(model, "model_fields", {}), *(METHOD_SETTINGS.names() if model is ContinualSpec else [])]
 
 
 def _section_class(annotation: Any) -> type[BaseModel] | None:
@@ -581,7 +675,7 @@ def format_validation_error(error: ValidationError, origin: str) -> str:
             lines.append(f"{origin}: unknown key '{dotted}' ({hint})")
         else:
             got = item.get("input")
-            shown = repr(got) if not isinstance(got, dict) else "a mapping"
+            shown = shorten(got) if not isinstance(got, dict) else "a mapping"
             lines.append(f"{origin}: key '{dotted or '<root>'}': {item['msg']} (got {shown})")
     return "\n".join(lines)
 
@@ -604,9 +698,10 @@ def load_tree(path: str | os.PathLike, overrides: list[str] | None = None) -> di
 
 
 def resolve(tree: dict[str, Any], origin: str, variables: dict[str, str] | None = None) -> Recipe:
-    """Validate, then expand ``${...}`` variables (``name`` and ``output_dir`` are always defined)."""
+    """Validate, then expand ``${...}`` variables (``name``, ``output_dir`` and ``medvlm_resources`` are
+    always defined)."""
     recipe = validate(tree, origin)  # first pass: schema errors name the user's keys
-    names = {"name": recipe.name, **(variables or {})}
+    names = {"name": recipe.name, "medvlm_resources": str(RESOURCES), **(variables or {})}
     output_dir = expand_vars(recipe.output.dir, names, "output.dir")
     names.setdefault("output_dir", output_dir)
     expanded = _expand_tree(recipe.model_dump(mode="json"), names, "")
@@ -616,9 +711,13 @@ def resolve(tree: dict[str, Any], origin: str, variables: dict[str, str] | None 
 def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None,
                 variables: dict[str, str] | None = None) -> Recipe:
     """Read a recipe file with its bases and overrides into a validated :class:`Recipe`."""
+    return recipe_from_tree(load_tree(path, overrides), path, variables)
+
+
+def recipe_from_tree(tree: dict[str, Any], path: str | os.PathLike,
+                     variables: dict[str, str] | None = None) -> Recipe:
+    """The :class:`Recipe` of a tree :func:`load_tree` read from ``path`` (its origin and ``recipe_dir``)."""
     path = Path(path)
-    origin = str(path)
-    tree = load_tree(path, overrides)
-    tree.setdefault("source_file", str(path.resolve()))
+    tree = {"source_file": str(path.resolve()), **tree}
     names = {"recipe_dir": str(path.resolve().parent), **(variables or {})}
-    return resolve(tree, origin, names)
+    return resolve(tree, str(path), names)

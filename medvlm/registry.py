@@ -80,3 +80,6 @@ PROMPT_STYLES: Registry = Registry("prompt style", package="medvlm.data.prompts"
 METRICS: Registry = Registry("metric", package="medvlm.eval.metrics")
 CONSOLIDATORS: Registry = Registry("consolidator", package="medvlm.continual")
 GUARDS: Registry = Registry("continual guard", package="medvlm.continual")
+# the settings section (a pydantic model) of a consolidator or guard, under the component's name
+METHOD_SETTINGS: Registry = Registry("continual method settings", package="medvlm.continual")
+FAMILIES: Registry = Registry("model family", package="medvlm.model.families")

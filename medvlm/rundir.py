@@ -48,8 +48,8 @@ CONSOLIDATION = "consolidation.json"  # inside a consolidated model directory
 
 
 @dataclass(frozen=True)
-class StageDir:
-    """The directory of one training stage."""
+class RunDir:
+    """A directory a run writes: it holds the resolved recipe and provenance of what ran."""
 
     root: Path
 
@@ -60,6 +60,11 @@ class StageDir:
     @property
     def provenance(self) -> Path:
         return self.root / PROVENANCE
+
+
+@dataclass(frozen=True)
+class StageDir(RunDir):
+    """The directory of one training stage."""
 
     @property
     def data_report(self) -> Path:
@@ -114,8 +119,7 @@ class EvalDir:
 
 
 @dataclass(frozen=True)
-class PipelineDir:
-    root: Path
+class PipelineDir(RunDir):
 
     def stage(self, name: str) -> StageDir:
         return StageDir(self.root / name)
@@ -123,14 +127,6 @@ class PipelineDir:
     def eval(self, model_name: str) -> Path:
         """Where the evaluations of one stage's model go (one subdirectory per evaluation set)."""
         return self.root / EVAL / model_name
-
-    @property
-    def recipe(self) -> Path:
-        return self.root / RECIPE
-
-    @property
-    def provenance(self) -> Path:
-        return self.root / PROVENANCE
 
 
 @dataclass(frozen=True)
@@ -158,8 +154,7 @@ class TaskDir:
 
 
 @dataclass(frozen=True)
-class ContinualDir:
-    root: Path
+class ContinualDir(RunDir):
 
     @property
     def initial(self) -> StageDir:
@@ -175,14 +170,6 @@ class ContinualDir:
     @property
     def record(self) -> Path:
         return self.root / CONTINUAL
-
-    @property
-    def recipe(self) -> Path:
-        return self.root / RECIPE
-
-    @property
-    def provenance(self) -> Path:
-        return self.root / PROVENANCE
 
 
 def model_label(model_dir: str | Path) -> str:

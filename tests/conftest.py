@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op thread per test process and per process a test starts (set before torch loads its
+# OpenMP runtime): the suite's tiny models gain little from a second thread, and with torch's default
+# team of one thread per core, any other busy process on a 2-core CI machine slows every training step
+# several-fold (bench/contention.py, medvlm/runs/threads.py).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

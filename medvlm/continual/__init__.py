@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from pydantic import BaseModel
 
 from medvlm import registry
 from medvlm.data.records import Sample
@@ -55,6 +56,7 @@ class ConsolidationConfig:
 
     ratio: float = 0.2
     alpha: float = 0.5
+    settings: Any = None  # the method's registered settings section (register_settings); None: its defaults
     low_rank: dict[str, LowRankDelta] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -137,8 +139,12 @@ def draw_samples(pool: list[Sample], count: int, rng: random.Random) -> list[Sam
 
 CONSOLIDATORS: Registry[Consolidator] = registry.CONSOLIDATORS
 GUARDS: Registry[Callable[[Recipe], Guard]] = registry.GUARDS
+METHOD_SETTINGS: Registry[type[BaseModel]] = registry.METHOD_SETTINGS
 register_consolidator = CONSOLIDATORS.register
 register_guard = GUARDS.register
+# decorates the settings model (a medvlm.recipe.Section) of a consolidator or guard, under its name:
+# the recipe then takes ``continual.<name>`` validated by it (see ContinualSpec)
+register_settings = METHOD_SETTINGS.register
 
 
 def get_consolidator(name: str) -> Consolidator:

@@ -22,9 +22,11 @@ import torch
 
 from medvlm.continual import ConsolidationConfig, LowRankDelta, StateDict, get_consolidator
 from medvlm.errors import ModelError
+from medvlm.io import check_replaceable
 from medvlm.model.adapters import is_adapter_dir
 from medvlm.model.build import component_of, load_pretrained
 from medvlm.model.export import save_llava_dir
+from medvlm.model.prompting import read_trained_prompt
 from medvlm.rundir import CONSOLIDATION
 
 log = logging.getLogger("medvlm")
@@ -70,13 +72,16 @@ def lora_factors(peft_model: torch.nn.Module) -> dict[str, LowRankDelta]:
 
 @dataclass
 class Update:
-    """θ_{t−1} and θ̂_t as state dicts, a model object to load the result into, and its processor."""
+    """θ_{t−1} and θ̂_t as state dicts (read from ``previous_dir`` and ``current_dir``), a model object
+    to load the result into, and its processor."""
 
     model: torch.nn.Module
     processor: Any
     previous: StateDict
     current: StateDict
     low_rank: dict[str, LowRankDelta]
+    previous_dir: Path
+    current_dir: Path
 
 
 def _snapshot(model: torch.nn.Module) -> StateDict:
@@ -102,7 +107,7 @@ def load_update(previous_dir: str | Path, current_dir: str | Path) -> Update:
     else:
         trained, processor = load_pretrained(current_dir, dtype=dtype)
         low_rank, current = {}, trained.state_dict()
-    return Update(model, processor, previous, current, low_rank)
+    return Update(model, processor, previous, current, low_rank, Path(previous_dir), Path(current_dir))
 
 
 def consolidated_state(update: Update, partial: StateDict, keys: set[str]) -> StateDict:
@@ -127,20 +132,27 @@ def trained_keys(update: Update, components: tuple[str, ...] | None, stats: dict
     return keys
 
 
-def save_consolidated(update: Update, state: StateDict, output_dir: str | Path, record: dict[str, Any]) -> None:
-    """Load ``state`` into the update's model and write it (with ``consolidation.json``) to ``output_dir``."""
+def save_consolidated(update: Update, state: StateDict, output_dir: str | Path, record: dict[str, Any], *,
+                      overwrite: bool = False) -> None:
+    """Load ``state`` into the update's model and write it (with ``consolidation.json``) to ``output_dir``,
+    prompted as the stage's model was trained (its ``prompt.json``); neither input is ever replaced."""
     update.model.load_state_dict(state, strict=True)
-    save_llava_dir(update.model, update.processor, output_dir, records={CONSOLIDATION: record})
+    save_llava_dir(update.model, update.processor, output_dir, read_trained_prompt(update.current_dir),
+                   records={CONSOLIDATION: record}, overwrite=overwrite,
+                   protect=(update.previous_dir, update.current_dir))
 
 
 def consolidate_checkpoints(method: str, previous_dir: str | Path, current_dir: str | Path,
-                            output_dir: str | Path, config: ConsolidationConfig,
-                            components: tuple[str, ...] | None = None) -> dict[str, Any]:
+                            output_dir: str | Path, config: ConsolidationConfig, *,
+                            components: tuple[str, ...] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """θ_t = consolidator(θ_{t−1}, θ̂_t) written to ``output_dir``; returns the consolidation stats.
 
     ``components`` (e.g. ``("projector",)`` for an alignment stage) limits consolidation to the
-    tensors the stage trained; every other tensor is θ_{t−1}'s.
+    tensors the stage trained; every other tensor is θ_{t−1}'s. ``output_dir`` must not be (or
+    contain) either input; a directory of other files is replaced only with ``overwrite`` (checked
+    before any weights load).
     """
+    check_replaceable(output_dir, overwrite=overwrite, protect=(previous_dir, current_dir))
     consolidator = get_consolidator(method)
     update = load_update(previous_dir, current_dir)
     if not config.low_rank:
@@ -150,6 +162,6 @@ def consolidate_checkpoints(method: str, previous_dir: str | Path, current_dir: 
     summary = {key: value for key, value in config.stats.items() if key != "tensors"}
     record = {"previous": str(previous_dir), "current": str(current_dir), **summary,
               "tensors": config.stats.get("tensors", {})}
-    save_consolidated(update, consolidated_state(update, partial, keys), output_dir, record)
+    save_consolidated(update, consolidated_state(update, partial, keys), output_dir, record, overwrite=overwrite)
     log.info("consolidated (%s) %s + %s -> %s", method, previous_dir, current_dir, output_dir)
     return summary

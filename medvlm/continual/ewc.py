@@ -24,12 +24,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from medvlm.continual import TaskContext, TaskParts, register_guard
-from medvlm.data.collate import IGNORE_INDEX, Collator, ConversationEncoder, SupervisedDataset
-from medvlm.data.images import ImagePreparer
+from medvlm.data.collate import IGNORE_INDEX, SupervisedDataset
 from medvlm.data.records import Sample
 from medvlm.data.templates import get_template
 from medvlm.errors import ModelError, RecipeError
-from medvlm.model.build import apply_freeze_plan, load_pretrained, num_image_tokens, trainable_components
+from medvlm.model.build import (
+    apply_freeze_plan,
+    collator_for,
+    encoder_for,
+    load_pretrained,
+    preparer_for,
+    trainable_components,
+)
 from medvlm.recipe import Recipe
 
 FisherTerm = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]  # (F, θ*) by parameter name
@@ -62,11 +68,10 @@ def sample_batches(samples: list[Sample], processor: Any, model_config: Any, rec
                    ) -> Iterator[dict[str, torch.Tensor]]:
     """One-sample training batches, encoded exactly as the stage encodes them."""
     data = recipe.data
-    encoder = ConversationEncoder(processor.tokenizer, get_template(data.template),
-                                  num_image_tokens(model_config), data.max_length, data.system_prompt)
-    preparer = ImagePreparer(processor.image_processor, data.image_aspect_ratio)
+    encoder = encoder_for(model_config, processor, get_template(data.template), data.max_length, data.system_prompt)
+    preparer = preparer_for(model_config, processor, data.image_aspect_ratio)
     dataset = SupervisedDataset(samples, encoder, preparer)
-    collate = Collator(processor.tokenizer.pad_token_id)
+    collate = collator_for(model_config, processor)
     for index in range(len(dataset)):
         yield collate([dataset[index]])
 

@@ -2,9 +2,11 @@
 
 The label mask comes from one tokenisation of the whole rendered conversation: a token is
 supervised when its character span overlaps an assistant reply (see :mod:`medvlm.data.templates`).
-Image placeholders are expanded to the exact number of image-token positions the model fills, and
-those positions are never truncated away: an over-long sample is cut on its trailing text when every
-image token and at least one supervised token survive, otherwise it is rejected and counted.
+Image placeholders are expanded to the exact number of image-token positions the model fills (the
+same for every image, or per image from its size for AnyRes and dynamic-resolution families: see
+:class:`~medvlm.data.image_inputs.ImageTokens`), and those positions are never truncated away: an
+over-long sample is cut on its trailing text when every image token and at least one supervised
+token survive, otherwise it is rejected and counted.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from medvlm.data.images import ImagePreparer, PixelCache, cache_key, load_image, resolve_image_path
+from medvlm.data.image_inputs import ImageTokens, concat_image_tensors
+from medvlm.data.images import ImagePreparer, PixelCache, cache_key, image_size, load_image, resolve_image_path
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample, Turn
-from medvlm.data.templates import Rendered, Template
+from medvlm.data.templates import Rendered, Template, chunk_gap, expand_image_placeholders
 from medvlm.errors import DataError
 
 IGNORE_INDEX = -100
@@ -57,29 +60,53 @@ class Encoded:
 
 
 class ConversationEncoder:
-    """Render → expand image placeholders → tokenise once with offsets → mask labels."""
+    """Render → expand image placeholders → tokenise once with offsets → mask labels.
 
-    def __init__(self, tokenizer, template: Template, image_token_count: int, max_length: int,
+    ``image_token_count``: positions per image (an int: LLaVA-1.5's fixed block of image tokens), or
+    the family's :class:`ImageTokens`; when counts depend on the image, ``encode`` needs each image's
+    (height, width) as the processor receives it (:func:`sample_image_sizes`).
+    """
+
+    def __init__(self, tokenizer, template: Template, image_token_count: int | ImageTokens, max_length: int,
                  system_prompt: str | None = None) -> None:
         self.tokenizer = tokenizer
         self.template = template
-        self.image_token_count = image_token_count
         self.max_length = max_length
         self.system_prompt = system_prompt
-        self.image_token = getattr(tokenizer, "image_token", None) or IMAGE_PLACEHOLDER
+        if isinstance(image_token_count, int):
+            token = getattr(tokenizer, "image_token", None) or IMAGE_PLACEHOLDER
+            image_token_count = ImageTokens(token, fixed=image_token_count)
+        self.image_tokens = image_token_count
+        self.image_token_count = image_token_count.fixed  # None when it depends on the image
+        self.image_token = image_token_count.token
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         self.bos = tokenizer.bos_token or ""
         self.eos = tokenizer.eos_token or ""
+        self.gap = chunk_gap(tokenizer, self.image_token)
 
-    def _render(self, turns: list[Turn], generation: bool) -> Rendered:
+    def _counts(self, sample: Sample, sizes: list[tuple[int, int]] | None) -> list[int]:
+        limit = self.image_tokens.max_images
+        if limit is not None and len(sample.images) > limit:
+            raise DataError(f"{len(sample.images)} images in one sample; this model family takes at most {limit}",
+                            record=sample.id, key="image")
+        if not self.image_tokens.needs_sizes:
+            return [self.image_tokens.count()] * len(sample.images)
+        if sizes is None or len(sizes) != len(sample.images):
+            raise DataError("this model's image-token count depends on each image's size; none given",
+                            record=sample.id)
+        return [self.image_tokens.count(size) for size in sizes]
+
+    def _render(self, turns: list[Turn], counts: list[int], generation: bool) -> Rendered:
         rendered = self.template.render(turns, bos=self.bos, eos=self.eos, system=self.system_prompt,
-                                        add_generation_prompt=generation)
-        return expand_image_placeholders(rendered, self.image_token * self.image_token_count)
+                                        add_generation_prompt=generation, gap=self.gap)
+        blocks = [self.image_tokens.block(count) for count in counts]
+        # the plain template keeps only the image placeholders of its user turn: one block per image
+        return expand_image_placeholders(rendered, blocks[0] if len(set(blocks)) == 1 else blocks)
 
-    def _tokenize(self, rendered: Rendered, n_images: int, sample_id: str) -> tuple[list[int], list[int]]:
+    def _tokenize(self, rendered: Rendered, counts: list[int], sample_id: str) -> tuple[list[int], list[int]]:
         encoding = self.tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
         ids: list[int] = encoding["input_ids"]
-        expected = n_images * self.image_token_count
+        expected = sum(counts)
         actual = sum(1 for token in ids if token == self.image_token_id)
         if actual != expected:
             raise DataError(f"tokenised to {actual} image tokens, expected {expected}: the tokenizer must "
@@ -91,10 +118,11 @@ class ConversationEncoder:
                 labels[index] = ids[index]
         return ids, labels
 
-    def encode(self, sample: Sample) -> Encoded:
+    def encode(self, sample: Sample, sizes: list[tuple[int, int]] | None = None) -> Encoded:
         """Training features; raises :class:`TooLong` when the sample cannot fit."""
         turns = place_image_placeholders(sample)
-        ids, labels = self._tokenize(self._render(turns, False), len(sample.images), sample.id)
+        counts = self._counts(sample, sizes)
+        ids, labels = self._tokenize(self._render(turns, counts, False), counts, sample.id)
         if len(ids) <= self.max_length:
             return Encoded(ids, labels)
         image_positions = [i for i, token in enumerate(ids) if token == self.image_token_id]
@@ -107,31 +135,26 @@ class ConversationEncoder:
                           f"(sample has {len(ids)} tokens)")
         return Encoded(ids[: self.max_length], kept, truncated=True)
 
-    def encode_prompt(self, sample: Sample) -> list[int]:
+    def encode_prompt(self, sample: Sample, sizes: list[tuple[int, int]] | None = None) -> list[int]:
         """Token ids of the prompt for generating the reply to the last user turn."""
         turns = place_image_placeholders(sample)
         if turns and turns[-1].role == "assistant":
             turns = turns[:-1]
-        ids, _ = self._tokenize(self._render(turns, True), len(sample.images), sample.id)
+        counts = self._counts(sample, sizes)
+        ids, _ = self._tokenize(self._render(turns, counts, True), counts, sample.id)
         return ids
 
 
-def expand_image_placeholders(rendered: Rendered, replacement: str) -> Rendered:
-    """Replace each ``<image>`` by ``replacement``, shifting the supervised spans to match."""
-    if IMAGE_PLACEHOLDER not in rendered.text or replacement == IMAGE_PLACEHOLDER:
-        return rendered
-    pieces = rendered.text.split(IMAGE_PLACEHOLDER)
-    growth = len(replacement) - len(IMAGE_PLACEHOLDER)
-    placeholder_starts, position = [], 0
-    for piece in pieces[:-1]:
-        position += len(piece)
-        placeholder_starts.append(position)
-        position += len(IMAGE_PLACEHOLDER)
-
-    def shift(offset: int) -> int:
-        return offset + growth * sum(1 for start in placeholder_starts if start < offset)
-
-    return Rendered(replacement.join(pieces), [(shift(s), shift(e)) for s, e in rendered.supervised])
+def sample_image_sizes(sample: Sample, preparer: ImagePreparer | None) -> list[tuple[int, int]]:
+    """(height, width) of each of a sample's images as the processor will receive them."""
+    if preparer is None:
+        raise DataError("sample has images but the model has no image processor", record=sample.id)
+    dicom = sample.meta.extra.get("dicom")
+    sizes = []
+    for path in sample.images:
+        resolved = resolve_image_path(path, sample.image_root, record=sample.id)
+        sizes.append(preparer.input_size(*image_size(resolved, dicom, record=sample.id)))
+    return sizes
 
 
 @dataclass
@@ -157,9 +180,11 @@ class SupervisedDataset(Dataset):
         self.report = EncodeReport(total=len(samples))
         self.samples: list[Sample] = []
         self.features: list[Encoded] = []
+        sized = encoder.image_tokens.needs_sizes
         for sample in samples:
             try:
-                encoded = encoder.encode(sample)
+                sizes = sample_image_sizes(sample, preparer) if sized and sample.images else None
+                encoded = encoder.encode(sample, sizes)
             except TooLong as reason:
                 self.report.rejected.append((sample.id, str(reason)))
                 continue
@@ -187,35 +212,49 @@ class SupervisedDataset(Dataset):
         item: dict[str, Any] = {"input_ids": torch.tensor(feature.input_ids),
                                 "labels": torch.tensor(feature.labels)}
         if sample.images:
-            item["pixel_values"] = load_sample_pixels(sample, self.preparer, self.cache)
+            item.update(load_sample_images(sample, self.preparer, self.cache))
         return item
 
 
-def load_sample_pixels(sample: Sample, preparer: ImagePreparer | None,
-                       cache: PixelCache | None = None) -> torch.Tensor:
-    """Pixel tensor (one row per image) of a sample, through ``cache`` when given."""
+def load_sample_images(sample: Sample, preparer: ImagePreparer | None,
+                       cache: PixelCache | None = None) -> dict[str, torch.Tensor]:
+    """The image tensors of a sample (``pixel_values`` with one entry per image, plus the family's
+    ``image_sizes`` / ``image_grid_thw``), each image through ``cache`` when given."""
     if preparer is None:
         raise DataError("sample has images but the model has no image processor", record=sample.id)
-    rows = []
+    parts = []
     dicom = sample.meta.extra.get("dicom")  # per-source DICOM rendering, see medvlm.data.dicom
     for path in sample.images:
         resolved = resolve_image_path(path, sample.image_root, record=sample.id)
         key = cache_key(resolved, dicom)
-        pixels = cache.get(key) if cache is not None else None
-        if pixels is None:
-            pixels = preparer([load_image(resolved, record=sample.id, dicom=dicom)])
+        tensors = cache.get(key) if cache is not None else None
+        if tensors is None:
+            tensors = preparer.prepare([load_image(resolved, record=sample.id, dicom=dicom)])
             if cache is not None:
-                cache.put(key, pixels)
-        rows.append(pixels)
-    return rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)  # one image: no copy
+                cache.put(key, tensors)
+        parts.append(tensors)
+    return concat_image_tensors(parts)  # one image: no copy
+
+
+def load_sample_pixels(sample: Sample, preparer: ImagePreparer | None,
+                       cache: PixelCache | None = None) -> torch.Tensor:
+    """Pixel tensor (one entry per image) of a sample, through ``cache`` when given."""
+    return load_sample_images(sample, preparer, cache)["pixel_values"]
 
 
 class Collator:
-    """Pads a list of dataset items into a batch (right padding for training, left for generation)."""
+    """Pads a list of dataset items into a batch (right padding for training, left for generation).
 
-    def __init__(self, pad_token_id: int, padding_side: str = "right") -> None:
+    Image tensors of every item (``pixel_values`` and the family's extras) are joined in item order;
+    ``token_types`` = (key, image token id) adds a 0/1 tensor marking image positions under ``key``
+    (Qwen2.5-VL's ``mm_token_type_ids`` for its 3-D positions, Gemma 3's ``token_type_ids``).
+    """
+
+    def __init__(self, pad_token_id: int, padding_side: str = "right",
+                 token_types: tuple[str, int] | None = None) -> None:
         self.pad_token_id = pad_token_id
         self.padding_side = padding_side
+        self.token_types = token_types
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         longest = max(len(item["input_ids"]) for item in items)
@@ -233,9 +272,13 @@ class Collator:
         batch = {"input_ids": input_ids, "attention_mask": attention}
         if has_labels:
             batch["labels"] = labels
-        pixels = [item["pixel_values"] for item in items if item.get("pixel_values") is not None]
-        if pixels:
-            batch["pixel_values"] = torch.cat(pixels, dim=0)
+        if self.token_types is not None:
+            key, image_token_id = self.token_types
+            batch[key] = (input_ids == image_token_id).long()
+        images = [{key: value for key, value in item.items() if key not in ("input_ids", "labels")}
+                  for item in items if item.get("pixel_values") is not None]
+        if images:
+            batch.update(concat_image_tensors(images))
         return batch
 
 

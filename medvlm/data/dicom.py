@@ -185,15 +185,18 @@ def _scrub(message: str, ds: Any) -> str:
     return message.splitlines()[0] if message else message
 
 
-def _read(path: Path, *, pixels: bool) -> Any:
+def _read(path: Path, *, pixels: bool, data: bytes | None = None) -> Any:
+    """The dataset of ``path`` (or of ``data``, embedded bytes that ``path`` only names in messages)."""
+    import io
+
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise DataError(f"DICOM file not found: {path}")
     try:
         with _quiet():
-            return pydicom.dcmread(path, stop_before_pixels=not pixels)
+            return pydicom.dcmread(io.BytesIO(data) if data is not None else path, stop_before_pixels=not pixels)
     except InvalidDicomError:
         raise DataError(f"not a DICOM file (no DICM preamble): {path}") from None
     except (OSError, ValueError, EOFError, TypeError, AttributeError) as exc:
@@ -361,11 +364,12 @@ def _decode(ds: Any, path: Path, frame: int) -> np.ndarray:
 
 
 def read_dicom(path: str | os.PathLike, settings: DicomSettings | Mapping[str, Any] | str | None = None,
-               ) -> tuple[Image.Image, DicomInfo]:
-    """Decode one frame of a DICOM file to an 8-bit RGB image, with its allow-listed metadata."""
+               *, data: bytes | None = None) -> tuple[Image.Image, DicomInfo]:
+    """Decode one frame of a DICOM file (or of embedded bytes ``data``, which ``path`` then only names in
+    messages) to an 8-bit RGB image, with its allow-listed metadata."""
     path = Path(path)
     settings = DicomSettings.parse(settings)
-    ds = _read(path, pixels=True)
+    ds = _read(path, pixels=True, data=data)
     if not any(key in ds for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise DataError(f"DICOM file has no pixel data (modality {ds.get('Modality', 'unknown')}): {path}")
     from pydicom.pixels.utils import get_nr_frames
@@ -428,3 +432,17 @@ def load_dicom_image(path: str | os.PathLike,
                      settings: DicomSettings | Mapping[str, Any] | str | None = None) -> Image.Image:
     """The RGB image :func:`medvlm.data.images.load_image` returns for ``.dcm`` paths."""
     return read_dicom(path, settings)[0]
+
+
+def dicom_bytes_to_png(data: bytes, name: str) -> bytes:
+    """Embedded DICOM bytes as a PNG of their pixels only (default rendering: the file's window).
+
+    Caches must never hold the DICOM itself: its header carries the patient's name and id, dates and
+    the institution. ``name`` labels the bytes in error messages.
+    """
+    import io
+
+    image, _ = read_dicom(name, data=data)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

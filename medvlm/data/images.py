@@ -7,7 +7,8 @@ applied, grey-scale and palette images converted to RGB), DICOM files through
 
 * ``pad``: pad to a square filled with the image processor's mean colour, then resize (LLaVA-1.5);
 * ``resize``: squash to the square input size;
-* ``crop``: the processor's own resize and centre crop (original CLIP preprocessing).
+* ``crop``: the processor's own resize and centre crop (original CLIP preprocessing);
+* ``native``: the original image, sized by the processor itself (AnyRes tiling, dynamic resolution).
 
 A ``.dcm``/``.dicom`` path (or any file with the DICOM marker) is accepted wherever an image path
 is; per-source DICOM settings (window, channels, frame) travel with each sample in
@@ -19,24 +20,54 @@ instead of failing mid-epoch.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from medvlm.data.image_inputs import tensor_bytes
 from medvlm.errors import DataError
 
 if TYPE_CHECKING:
     from medvlm.data.records import Sample
 
-AspectMode = Literal["pad", "resize", "crop"]
+AspectMode = Literal["pad", "resize", "crop", "native"]
 ImageCheckMode = Literal["none", "exists", "header", "decode"]
 DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def max_image_pixels() -> int:
+    """Pixels an image may have before decoding (``MEDVLM_MAX_IMAGE_PIXELS``; default Pillow's warning
+    threshold, ~89 M, e.g. 9459 × 9459): a few-KB PNG can declare a gigapixel canvas (a
+    decompression bomb) and exhaust memory while it decodes. Whole-slide pathology images are tiled
+    before they reach a VLM, so nothing real comes near the bound."""
+    return int(os.environ.get("MEDVLM_MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS or 89_478_485))
+
+
+def open_image(source: str | os.PathLike | IO[bytes], max_pixels: int | None = None) -> Image.Image:
+    """Open (not decode) an image, refusing one over ``max_pixels`` (default :func:`max_image_pixels`)
+    with a message naming it.
+
+    Pillow's own bomb warning is silenced here: the size check below replaces it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(source)
+    width, height = image.size
+    limit = max_pixels or max_image_pixels()
+    if width * height > limit:
+        image.close()
+        name = "the image" if hasattr(source, "read") else f"image {source}"
+        hint = "; raise MEDVLM_MAX_IMAGE_PIXELS if it is genuine" if max_pixels is None else ""
+        raise DataError(f"{name} is {width}×{height} = {width * height:,} pixels, over the limit of "
+                        f"{limit:,} (a decompression bomb?){hint}")
+    return image
 
 
 def resolve_image_path(path: str, root: str | os.PathLike | None, *, file: str | None = None,
@@ -81,11 +112,23 @@ def load_image(path: str | os.PathLike, *, file: str | None = None, record: str 
         except DataError as exc:
             raise DataError(str(exc), file=file, record=record, key="image") from None
     try:
-        with Image.open(path) as handle:
-            handle.load()
-            image = ImageOps.exif_transpose(handle)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return open_rgb(path)
+    except DataError as exc:
+        raise DataError(exc.detail, file=file, record=record, key="image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot decode image {path}: {exc}", file=file, record=record, key="image") from None
+
+
+def open_rgb(source: str | os.PathLike | IO[bytes], max_pixels: int | None = None) -> Image.Image:
+    """Decode an image file or stream with Pillow: EXIF orientation applied, then RGB.
+
+    Images over ``max_pixels`` (default :func:`max_image_pixels`) are refused from their header,
+    before any pixel is decoded (:func:`open_image`). Raises Pillow's own errors for undecodable
+    data; callers say which file or request was bad.
+    """
+    with open_image(source, max_pixels) as handle:
+        handle.load()
+        image = ImageOps.exif_transpose(handle)
     return to_rgb(image)
 
 
@@ -129,25 +172,56 @@ def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Im
 
 
 class ImagePreparer:
-    """Turns PIL images into the pixel tensor the model's vision tower expects."""
+    """Turns PIL images into the tensors the model's vision tower expects.
 
-    def __init__(self, image_processor, aspect: AspectMode = "pad") -> None:
+    ``dynamic``: the family's processor sizes images itself (AnyRes tiling, dynamic resolution, see
+    :meth:`medvlm.model.families.ModelFamily.dynamic_resolution`): ``pad`` then only pads to a
+    square and ``crop``/``native`` hand the image over as it is; ``resize`` still squashes to the
+    square input size. ``native`` is the processor's own preprocessing of the original image.
+    """
+
+    def __init__(self, image_processor, aspect: AspectMode = "pad", dynamic: bool = False,
+                 side: int | None = None, keys: tuple[str, ...] = ("pixel_values",)) -> None:
         self.image_processor = image_processor
         self.aspect = aspect
+        self.dynamic = dynamic
+        self.keys = keys
         mean = getattr(image_processor, "image_mean", None) or [0.5, 0.5, 0.5]
         self.fill = tuple(int(round(255 * m)) for m in mean)
         crop = getattr(image_processor, "crop_size", None)
         size = getattr(image_processor, "size", None)
         target = crop if (getattr(image_processor, "do_center_crop", False) and crop) else size
-        self.side = _side_of(target)
+        self.side = side or _side_of(target)
 
-    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+    def _resizes(self) -> bool:
+        return bool(self.side) and (self.aspect == "resize" or (self.aspect == "pad" and not self.dynamic))
+
+    def shape(self, images: list[Image.Image]) -> list[Image.Image]:
+        """The images as medvlm hands them to the processor (``image_aspect_ratio``)."""
         if self.aspect == "pad":
             images = [expand_to_square(image, self.fill) for image in images]
-        if self.aspect in ("pad", "resize") and self.side:
+        if self._resizes():
             images = [image.resize((self.side, self.side), Image.BICUBIC) for image in images]
-        kwargs = {} if self.aspect == "crop" else {"do_pad": False}
-        return self.image_processor(images, return_tensors="pt", **kwargs)["pixel_values"]
+        return images
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) the processor receives for an image of this size (see :meth:`shape`)."""
+        if self._resizes():
+            return self.side, self.side
+        if self.aspect == "pad":
+            side = max(height, width)
+            return side, side
+        return height, width
+
+    def prepare(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
+        """The model inputs the processor makes of ``images`` (``keys``: ``pixel_values`` and the
+        family's ``image_sizes`` / ``image_grid_thw``)."""
+        kwargs = {"do_pad": False} if self.aspect in ("pad", "resize") and not self.dynamic else {}
+        out = self.image_processor(self.shape(images), return_tensors="pt", **kwargs)
+        return {key: out[key] for key in self.keys}
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.prepare(images)["pixel_values"]
 
 
 def _side_of(size) -> int | None:
@@ -158,7 +232,7 @@ def _side_of(size) -> int | None:
 
 
 class PixelCache:
-    """Prepared pixel tensors by image path, least recently used evicted beyond ``max_bytes``.
+    """Prepared image tensors by image path, least recently used evicted beyond ``max_bytes``.
 
     Training revisits each image every epoch and VQA sets ask several questions per image; decoding
     and preprocessing once saves most of the input pipeline's time on small models.
@@ -167,23 +241,23 @@ class PixelCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.used = 0
-        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._items: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
 
-    def get(self, key: str) -> torch.Tensor | None:
-        tensor = self._items.get(key)
-        if tensor is not None:
+    def get(self, key: str) -> dict[str, torch.Tensor] | None:
+        tensors = self._items.get(key)
+        if tensors is not None:
             self._items.move_to_end(key)
-        return tensor
+        return tensors
 
-    def put(self, key: str, tensor: torch.Tensor) -> None:
-        size = tensor.element_size() * tensor.nelement()
+    def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        size = tensor_bytes(tensors)
         if size > self.max_bytes or key in self._items:
             return
-        self._items[key] = tensor
+        self._items[key] = tensors
         self.used += size
         while self.used > self.max_bytes:
             _, evicted = self._items.popitem(last=False)
-            self.used -= evicted.element_size() * evicted.nelement()
+            self.used -= tensor_bytes(evicted)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,11 +300,11 @@ def _probe(path: Path, mode: str, dicom: Mapping[str, Any] | None) -> tuple[str,
         if mode == "decode":
             load_image(path)
         else:
-            with Image.open(path):
-                pass  # opening reads and checks the header only
+            with open_image(path):  # opening reads and checks the header only
+                pass
     except DataError as exc:
-        return "unreadable", str(exc), None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return "unreadable", exc.detail, None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return "unreadable", f"cannot decode image {path}: {exc}", None
     return "present", None, None
 
@@ -277,3 +351,25 @@ def drop_bad_images(samples: list[Sample], check: ImageCheck, report: Any, *, fi
             record, message = check.bad[sample.id]
             report.problem(message, file=file, record=record, key="image")
     return [sample for sample in samples if sample.id not in check.bad]
+
+
+_TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+def image_size(path: Path, dicom: Mapping[str, Any] | None = None, *, record: str | None = None) -> tuple[int, int]:
+    """(height, width) of an image file as :func:`medvlm.data.images.load_image` would decode it,
+    read from the header (EXIF rotation applied); DICOM files are rendered (their settings may crop)."""
+    if is_dicom_path(path):
+        width, height = load_image(path, record=record, dicom=dicom).size
+        return height, width
+    try:
+        with open_image(path) as handle:
+            width, height = handle.size
+            orientation = handle.getexif().get(0x0112)
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}", record=record, key="image") from None
+    except DataError as exc:  # over the pixel limit
+        raise DataError(exc.detail, record=record, key="image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode image {path}: {exc}", record=record, key="image") from None
+    return (width, height) if orientation in _TRANSPOSED else (height, width)

@@ -6,26 +6,14 @@ comma becomes "file.json: not valid JSON at line 12 column 5: ..." rather than a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from medvlm.errors import DataError
+from medvlm.io import parse_json, read_json
 
-
-def load_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", file=str(path))
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                        file=str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text: {exc}", file=str(path)) from None
+load_json = read_json  # not found, not UTF-8, not JSON, nested absurdly deep: one-line errors
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[str, Any]]:
@@ -38,15 +26,11 @@ def iter_records(path: str | Path) -> Iterator[tuple[str, Any]]:
     if path.suffix.lower() == ".jsonl":
         if not path.is_file():
             raise DataError("file not found", file=str(path))
-        with open(path, encoding="utf-8") as handle:
+        with open(path, "rb") as handle:  # decoded line by line, so a bad byte is reported with its line
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                try:
-                    yield f"line {number}", json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"line {number} is not valid JSON (column {exc.colno}: {exc.msg})",
-                                    file=str(path)) from None
+                yield f"line {number}", parse_json(line, file=str(path), line=number)
         return
     data = load_json(path)
     if not isinstance(data, list):

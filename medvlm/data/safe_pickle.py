@@ -6,6 +6,11 @@ them with an unpickler that resolves no global except a short allow-list of harm
 The opcodes for lists, dicts, tuples, strings, bytes, numbers, booleans and None need no global at
 all; anything that does (a class, a function, ``numpy`` arrays, ``__reduce__`` tricks) is refused
 *before* it is called, and the loaded object is checked to contain plain data only.
+
+The check is bounded (:func:`medvlm.bounds.check_tree`): a pickle's memo lets a few hundred bytes
+describe a self-referencing list or a structure whose expanded size is exponential, so cycles,
+nesting deeper than :data:`~medvlm.bounds.MAX_DEPTH` and more than :data:`MAX_VALUES` expanded values
+are refused before anything walks the result.
 """
 
 from __future__ import annotations
@@ -16,14 +21,25 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from medvlm.bounds import TreeError, check_tree
 from medvlm.errors import DataError
+
+#: Expanded values a pickle may hold (PathVQA's largest split: ~20k records of ~10 values each).
+MAX_VALUES = 20_000_000
+
+
+def _bytearray(source: Any = b"", *args: Any) -> bytearray:
+    """``bytearray`` from bytes or text only: ``bytearray(10**12)`` would allocate a terabyte."""
+    if isinstance(source, int):
+        raise _Refused("refused bytearray(<size>): only bytearrays of given contents are allowed")
+    return bytearray(source, *args)
 
 #: (module, name) → callable that may be used while loading. None of these can run code or touch
 #: files; ``_codecs.encode`` is how Python 3 pickles ``bytes`` at protocols 0–2.
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
-    ("builtins", "bytearray"): bytearray,
+    ("builtins", "bytearray"): _bytearray,
     ("builtins", "complex"): complex,
     ("__builtin__", "set"): set,  # Python 2 pickles
     ("__builtin__", "frozenset"): frozenset,
@@ -55,20 +71,15 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise _Refused("refused a persistent id: only plain containers and scalars are allowed")
 
 
-def check_plain(value: Any, where: str = "") -> None:
-    """Raise ``TypeError`` naming the first value that is not plain data."""
-    stack = [(value, where or "<root>")]
-    while stack:
-        item, path = stack.pop()
-        if isinstance(item, PLAIN_SCALARS):
-            continue
-        if isinstance(item, dict):
-            stack.extend((v, f"{path}[{k!r}]") for k, v in item.items())
-            stack.extend((k, f"{path} key") for k in item)
-        elif isinstance(item, PLAIN_CONTAINERS):
-            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
-        else:
-            raise TypeError(f"{path} is a {type(item).__name__}")
+def _plain_leaf(item: Any, path: str) -> None:
+    if not isinstance(item, PLAIN_SCALARS):
+        raise TypeError(f"{path} is a {type(item).__name__}")
+
+
+def check_plain(value: Any, max_values: int = MAX_VALUES) -> None:
+    """Raise ``TypeError`` naming the first value that is not plain data, :class:`TreeError` for a
+    cycle, too deep a nesting or too many values (each distinct object is visited once)."""
+    check_tree(value, max_nodes=max_values, leaf=_plain_leaf)
 
 
 def loads(data: bytes, *, file: str | None = None) -> Any:
@@ -79,6 +90,10 @@ def loads(data: bytes, *, file: str | None = None) -> Any:
         raise UnsafePickle(f"unsafe pickle, not executed: {exc}", file=file) from None
     except TypeError as exc:
         raise UnsafePickle(f"unsafe pickle: {exc}", file=file) from None
+    except TreeError as exc:
+        raise DataError(f"refused pickle: {exc}", file=file) from None
+    except MemoryError:
+        raise DataError("refused pickle: it asks for more memory than is available", file=file) from None
     except (pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError, AttributeError,
             UnicodeDecodeError) as exc:
         raise DataError(f"not a readable pickle ({type(exc).__name__}: {exc})", file=file) from None

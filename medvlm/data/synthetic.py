@@ -509,7 +509,10 @@ def materialise(root: str | os.PathLike, spec: SyntheticSpec | None = None) -> P
                     root.rmdir()
                     os.replace(staging, root)
                     return root
-                raise
+                from medvlm.errors import OutputError
+
+                raise OutputError(f"{root}: exists and holds other files; choose a new directory for the "
+                                  "synthetic data") from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from medvlm.data.records import Sample
 from medvlm.data.sources import Problem
 from medvlm.errors import DataError
+from medvlm.io import parse_json
 
 Policy = Literal["error", "skip"]
 
@@ -74,16 +75,16 @@ def read_answers(path: str | Path, policy: Policy = "error") -> AnswerFile:
     if not path.is_file():
         raise DataError("answer file not found", file=str(path))
     answers = AnswerFile(str(path))
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with open(path, "rb") as handle:  # bytes: a line that is not UTF-8 is a problem, never silently replaced
         for number, line in enumerate(handle, start=1):
             answers.lines = number
             if not line.strip():
                 continue
             where = f"line {number}"
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                answers.problem(policy, f"not valid JSON (column {exc.colno}: {exc.msg})", record=where)
+                row = parse_json(line, file=str(path), line=number)
+            except DataError as exc:
+                answers.problem(policy, exc.detail, record=where)
                 continue
             if not isinstance(row, dict) or "question_id" not in row:
                 answers.problem(policy, "no question_id", record=where, key="question_id")

@@ -22,24 +22,11 @@ from PIL import Image  # noqa: E402
 
 from medvlm.data.images import load_image, resolve_image_path  # noqa: E402
 from medvlm.errors import MedvlmError  # noqa: E402
+from medvlm.eval.metrics import ANSWER_TYPES, item_values  # noqa: E402
 
 log = logging.getLogger("medvlm")
 
 DPI = 90
-METRIC_LABELS = {
-    "llava_med.open_recall": "open recall (LLaVA-Med)",
-    "llava_med.closed_accuracy": "closed acc. (LLaVA-Med)",
-    "strict.closed_accuracy": "closed acc. (strict)",
-    "strict.open_exact_match": "open exact (strict)",
-    "strict.open_f1": "open F1 (strict)",
-}
-COLOURS = {
-    "llava_med.open_recall": "#9ecae1",
-    "llava_med.closed_accuracy": "#fdae6b",
-    "strict.closed_accuracy": "#e6550d",
-    "strict.open_exact_match": "#3182bd",
-    "strict.open_f1": "#08519c",
-}
 
 
 def _png(figure: Any) -> str:
@@ -52,7 +39,8 @@ def _png(figure: Any) -> str:
 def breakdown_bars(groups: dict[str, dict[str, dict[str, Any]]], title: str) -> str:
     """Horizontal bars per category and metric, with the bootstrap 95 % interval as error bars."""
     categories = list(groups)
-    metrics = [m for m in METRIC_LABELS if any(m in cells for cells in groups.values())]
+    known = {value.name: value for value in item_values()}
+    metrics = [name for name in known if any(name in cells for cells in groups.values())]
     bars = {metric: ([], [], [[], []]) for metric in metrics}  # metric → (y, value, [below, above])
     ticks, y = [], 0.0
     for category in categories:
@@ -70,7 +58,7 @@ def breakdown_bars(groups: dict[str, dict[str, dict[str, Any]]], title: str) -> 
         y += len(present) + 0.8
     figure, axis = plt.subplots(figsize=(8.5, 0.8 + 0.2 * y))
     for metric, (ys, values, errors) in bars.items():
-        axis.barh(ys, values, height=0.9, xerr=errors, color=COLOURS[metric], label=METRIC_LABELS[metric],
+        axis.barh(ys, values, height=0.9, xerr=errors, color=known[metric].colour, label=known[metric].label,
                   error_kw={"elinewidth": 0.8, "capsize": 2})
     axis.set_yticks(ticks, [f"{c} ({_counts(groups[c])})" for c in categories])
     axis.invert_yaxis()
@@ -83,11 +71,13 @@ def breakdown_bars(groups: dict[str, dict[str, dict[str, Any]]], title: str) -> 
 
 
 def _counts(cells: dict[str, dict[str, Any]]) -> str:
-    """"open n, closed n" of a category, from the n of its open and closed metrics."""
+    """"open n, closed n" of a category: the n of any of its open and of its closed metrics (a
+    category's metrics of one answer type are computed over the same items)."""
     parts = []
-    for kind, metric in (("open", "strict.open_f1"), ("closed", "strict.closed_accuracy")):
-        if metric in cells:
-            parts.append(f"{kind} {cells[metric]['n']}")
+    for kind in ANSWER_TYPES:
+        n = next((cells[v.name]["n"] for v in item_values() if v.answer_type == kind and v.name in cells), None)
+        if n is not None:
+            parts.append(f"{kind.lower()} {n}")
     return ", ".join(parts)
 
 

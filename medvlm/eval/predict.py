@@ -14,7 +14,6 @@ already answered, so a killed prediction resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -22,18 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
-from medvlm.data.collate import Collator, ConversationEncoder, load_sample_pixels
-from medvlm.data.images import ImagePreparer
 from medvlm.data.prompts import apply_prompt_style
 from medvlm.data.records import Sample
-from medvlm.data.templates import get_template
 from medvlm.errors import DataError
 from medvlm.eval.answers import question_id
-from medvlm.io import append_jsonl
-from medvlm.model.build import num_image_tokens
+from medvlm.eval.generation import GenerationItem, Generator
+from medvlm.io import append_jsonl, check_output_file, parse_json
 
 log = logging.getLogger("medvlm")
 
@@ -65,6 +60,7 @@ def read_answer_ids(path: Path, settings: PredictSettings | None = None) -> set[
     file must have been written with the same model, prompt and decoding settings — resuming with
     others would mix two experiments in one answer file.
     """
+    check_output_file(path)
     if not path.exists():
         return set()
     done: set[str] = set()
@@ -73,9 +69,9 @@ def read_answer_ids(path: Path, settings: PredictSettings | None = None) -> set[
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             try:
-                row = json.loads(line)
+                row = parse_json(line, file=str(path), line=number)
                 done.add(str(row["question_id"]))
-            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            except (DataError, KeyError, TypeError):
                 if good_bytes + len(line) == size and not line.endswith(b"\n"):
                     break  # torn last line
                 raise DataError(f"line {number} is not an answer row; fix or remove it before resuming",
@@ -101,6 +97,20 @@ def _check_same_settings(path: Path, row: dict[str, Any], settings: PredictSetti
                         "write to a new answer file", file=str(path))
 
 
+def unanswered(samples: list[Sample], done: set[str], prompt_style: str) -> list[Sample]:
+    """The samples not yet in the answer file, prompt style applied; a repeated question id is an error."""
+    pending: list[Sample] = []
+    seen: set[str] = set()
+    for sample in samples:
+        qid = str(question_id(sample))
+        if qid in seen:
+            raise DataError("duplicate question id in the evaluation set", record=qid, key="question_id")
+        seen.add(qid)
+        if qid not in done:
+            pending.append(apply_prompt_style(sample, prompt_style))
+    return pending
+
+
 def _batches(items: list[tuple[Sample, list[int]]], size: int) -> Iterator[list[tuple[Sample, list[int]]]]:
     # Image and text-only prompts are batched apart, each sorted by length to cut padding.
     ordered = sorted(items, key=lambda item: (not item[0].has_image, -len(item[1])))
@@ -108,14 +118,6 @@ def _batches(items: list[tuple[Sample, list[int]]], size: int) -> Iterator[list[
         yield ordered[start:start + size]
 
 
-def _trim_at_stop(text: str, stops: tuple[str, ...]) -> str:
-    for stop in stops:
-        if stop in text:
-            text = text[: text.index(stop)]
-    return text.strip()
-
-
-@torch.inference_mode()
 def generate_answers(
     model,
     processor,
@@ -125,33 +127,16 @@ def generate_answers(
     show_progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Answer every sample; append answers to ``output`` (JSONL) and return the new ones."""
-    template = get_template(settings.template)
-    tokenizer = processor.tokenizer
-    encoder = ConversationEncoder(tokenizer, template, num_image_tokens(model.config), max_length=1 << 30,
-                                  system_prompt=settings.system_prompt)
-    preparer = ImagePreparer(processor.image_processor, settings.image_aspect_ratio)  # type: ignore[arg-type]
+    generator = Generator(model, processor, settings.template, settings.system_prompt,
+                          settings.image_aspect_ratio)  # type: ignore[arg-type]
     out_path = Path(output) if output is not None else None
     done = read_answer_ids(out_path, settings) if out_path else set()
 
-    pending: list[tuple[Sample, list[int]]] = []
-    seen: set[str] = set()
-    for sample in samples:
-        qid = str(question_id(sample))
-        if qid in seen:
-            raise DataError("duplicate question id in the evaluation set", record=qid, key="question_id")
-        seen.add(qid)
-        if qid not in done:
-            styled = apply_prompt_style(sample, settings.prompt_style)
-            pending.append((styled, encoder.encode_prompt(styled)))
+    pending = [(styled, generator.prompt_ids(styled))
+               for styled in unanswered(samples, done, settings.prompt_style)]
     if done:
         log.info("resuming: %d answers already in %s, %d to go", len(done), out_path, len(pending))
 
-    model.eval()
-    collate = Collator(tokenizer.pad_token_id, padding_side="left")
-    eos = [
-        token for token in {tokenizer.eos_token_id, model.generation_config.eos_token_id} if token is not None
-    ]
-    device = next(model.parameters()).device
     written: list[dict[str, Any]] = []
     if out_path:
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,34 +144,11 @@ def generate_answers(
     try:
         progress = tqdm(total=len(pending), desc="predict", disable=not show_progress, unit="q")
         for batch in _batches(pending, settings.batch_size):
-            items = [{"input_ids": torch.tensor(ids)} for _, ids in batch]
-            for item, (sample, _) in zip(items, batch, strict=True):
-                if sample.has_image:
-                    item["pixel_values"] = load_sample_pixels(sample, preparer)
-            inputs = {key: value.to(device) for key, value in collate(items).items()}
-            if "pixel_values" in inputs:
-                inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-            generated = model.generate(**inputs, do_sample=False, num_beams=1, use_cache=True,
-                                       max_new_tokens=settings.max_new_tokens,
-                                       pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
-            new_tokens = generated[:, inputs["input_ids"].shape[1]:]
-            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            rows = []
-            for (sample, _), text in zip(batch, texts, strict=True):
-                qid = question_id(sample)
-                row = {
-                    "question_id": qid,
-                    "prompt": sample.question,
-                    "text": _trim_at_stop(text, template.stop_strings),
-                    "answer_id": answer_id(qid, settings.model_id),
-                    "model_id": settings.model_id,
-                    "metadata": {
-                        **settings.metadata(),
-                        "dataset": sample.meta.dataset,
-                        "split": sample.meta.split,
-                    },
-                }
-                rows.append(row)
+            items = [GenerationItem(ids, generator.sample_pixels(sample), settings.max_new_tokens, generator.stops)
+                     for sample, ids in batch]
+            answers = generator.generate(items)
+            rows = [answer_row(sample, answer.text, settings)
+                    for (sample, _), answer in zip(batch, answers, strict=True)]
             if handle:  # one flush per batch: a kill loses at most the batch in flight
                 append_jsonl(handle, *rows)
             written += rows
@@ -196,3 +158,16 @@ def generate_answers(
         if handle:
             handle.close()
     return written
+
+
+def answer_row(sample: Sample, text: str, settings: PredictSettings) -> dict[str, Any]:
+    """One answer-file row (LLaVA convention) for ``sample``."""
+    qid = question_id(sample)
+    return {
+        "question_id": qid,
+        "prompt": sample.question,
+        "text": text,
+        "answer_id": answer_id(qid, settings.model_id),
+        "model_id": settings.model_id,
+        "metadata": {**settings.metadata(), "dataset": sample.meta.dataset, "split": sample.meta.split},
+    }

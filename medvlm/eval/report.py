@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 
 import medvlm
 from medvlm.continual.record import ContinualRecord, read_continual_record
@@ -28,13 +29,11 @@ from medvlm.data.jsonfiles import iter_records, load_json
 from medvlm.errors import DataError
 from medvlm.eval import plots
 from medvlm.eval.compare import paired_comparison
-from medvlm.eval.items import ITEM_METRICS
+from medvlm.eval.metrics import Metric, item_values, metrics, with_verdict
 from medvlm.eval.score import items_path
 from medvlm.io import write_json, write_text
 from medvlm.provenance import git_commit
 
-HEADLINE = ("llava_med.open_recall", "llava_med.closed_accuracy", "strict.closed_accuracy",
-            "strict.open_exact_match", "strict.open_f1")
 CONTINUAL_METRICS = ("avg", "last", "bwt", "fwt", "forgetting", "general_retention")
 WORST_ERRORS = 12
 LENIENT_EXAMPLES = 10
@@ -137,45 +136,47 @@ def collect(
 def headline(evaluations: list[Evaluation]) -> dict[str, Any]:
     """Models as rows, data sets as column groups — the layout of the LLaVA-Med paper table."""
     datasets = list(dict.fromkeys(e.dataset for e in evaluations))
+    names = [value.name for value in item_values() if value.headline is not None]
     rows: dict[str, dict[str, Any]] = {}
     for evaluation in evaluations:
         label = evaluation.model + (" (baseline)" if evaluation.role == "baseline" else "")
         overall = evaluation.scores["breakdown"].get("overall", {}).get("all", {})
         metrics = evaluation.scores["metrics"]
         cells = {}
-        for name in HEADLINE:
+        for name in names:
             family, metric = name.split(".")
             cell = dict(overall.get(name) or {"value": metrics.get(family, {}).get(metric), "ci_low": None,
                                                "ci_high": None, "n": None})
             cells[name] = cell
         cells["n"] = evaluation.scores["n"]
         rows.setdefault(label, {"model": label, "cells": {}})["cells"][evaluation.dataset] = cells
-    return {"datasets": datasets, "metrics": list(HEADLINE), "rows": list(rows.values())}
+    return {"datasets": datasets, "metrics": names, "rows": list(rows.values())}
+
+
+def _judgement(metric: Metric, item: dict[str, Any], of: str) -> float:
+    """The family's 0–1 ``score`` or ``credit`` of an item, as its verdict names them."""
+    return item[metric.name][getattr(metric.verdict, of)[item["answer_type"]]]
 
 
 def worst_errors(items: list[dict[str, Any]], limit: int = WORST_ERRORS) -> list[dict[str, Any]]:
     """Items the model got most wrong: lowest strict score, then lowest parity score, answered first."""
-
-    def strict_score(item: dict[str, Any]) -> float:
-        return item["strict"]["correct"] if item["answer_type"] == "CLOSED" else item["strict"]["f1"]
-
-    def parity_score(item: dict[str, Any]) -> float:
-        return item["llava_med"]["hit"] if item["answer_type"] == "CLOSED" else item["llava_med"]["recall"]
-
-    wrong = [(index, item) for index, item in enumerate(items) if strict_score(item) < 1.0]
+    strict, parity = with_verdict("strict"), with_verdict("parity")
+    wrong = [(index, item) for index, item in enumerate(items) if _judgement(strict, item, "score") < 1.0]
     wrong.sort(
         key=lambda pair: (
-            strict_score(pair[1]),
-            parity_score(pair[1]),
+            _judgement(strict, pair[1], "score"),
+            _judgement(parity, pair[1], "score"),
             pair[1]["prediction"] is None,
             pair[0],
         )
     )
-    return [_gallery_row(item, strict_score(item), parity_score(item)) for _, item in wrong[:limit]]
+    return [_gallery_row(item, _judgement(strict, item, "score"), _judgement(parity, item, "score"), strict)
+            for _, item in wrong[:limit]]
 
 
-def _gallery_row(item: dict[str, Any], strict: float, parity: float) -> dict[str, Any]:
+def _gallery_row(item: dict[str, Any], strict: float, parity: float, judge: Metric) -> dict[str, Any]:
     # question id, texts and scores only: no file names (DICOM names can carry patient data)
+    reason = judge.verdict.reason if judge.verdict else None
     return {
         "question_id": item["question_id"],
         "answer_type": item["answer_type"],
@@ -184,24 +185,17 @@ def _gallery_row(item: dict[str, Any], strict: float, parity: float) -> dict[str
         "prediction": item["prediction"],
         "strict": strict,
         "parity": parity,
-        "reason": item["strict"].get("reason"),
+        "reason": item[judge.name].get(reason) if reason else None,
         "image": item.get("image"),
     }
 
 
 def lenient_only(items: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
-    """Items LLaVA-Med's metric credits in full that the strict metric does not."""
-    rows = []
-    for item in items:
-        if item["prediction"] is None:
-            continue
-        if item["answer_type"] == "CLOSED":
-            credited, strict = item["llava_med"]["hit"] == 1.0, item["strict"]["correct"] == 1.0
-        else:
-            credited, strict = item["llava_med"]["recall"] == 1.0, item["strict"]["exact_match"] == 1.0
-        if credited and not strict:
-            rows.append(item)
-    return len(rows), [_gallery_row(i, 0.0, 1.0) for i in rows[:LENIENT_EXAMPLES]]
+    """Items the parity (lenient) family credits in full that the strict family does not."""
+    strict, parity = with_verdict("strict"), with_verdict("parity")
+    rows = [item for item in items if item["prediction"] is not None
+            and _judgement(parity, item, "credit") == 1.0 and _judgement(strict, item, "credit") != 1.0]
+    return len(rows), [_gallery_row(i, 0.0, 1.0, strict) for i in rows[:LENIENT_EXAMPLES]]
 
 
 def comparisons(
@@ -325,8 +319,16 @@ def _environment() -> Environment:
     def pct(value: Any, digits: int = 2) -> str:
         return "—" if value is None else f"{value:.{digits}f}"
 
+    def lines(text: str) -> Markup:
+        return escape(text).replace("\n", Markup("<br>"))
+
     environment.filters["pct"] = pct
-    environment.globals["metric_labels"] = plots.METRIC_LABELS
+    environment.filters["lines"] = lines
+    families = metrics()
+    values = [value for metric in families for value in metric.values]
+    environment.globals["metric_labels"] = {value.name: value.label for value in values}
+    environment.globals["headline_headings"] = {value.name: value.headline for value in values if value.headline}
+    environment.globals["metric_styles"] = {value.name: metric.style for metric in families for value in metric.values}
     return environment
 
 
@@ -366,7 +368,7 @@ def build_report(
         "entries": entries, "baselines": baseline_entries,
         "comparisons": comparisons(systems, baselines, n_boot, seed),
         "continual": continual_runs, "continual_methods": method_summary(continual_runs),
-        "item_metrics": list(ITEM_METRICS), "json_file": str(output.with_suffix(".json")),
+        "item_metrics": [value.name for value in item_values()], "json_file": str(output.with_suffix(".json")),
     }
     figures = {
         "entries": [_figures(entry) for entry in entries],

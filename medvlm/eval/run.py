@@ -13,8 +13,8 @@ from medvlm.eval.answers import question_id, read_answers
 from medvlm.eval.items import answer_type_of, evaluate_item
 from medvlm.eval.predict import PredictSettings, generate_answers
 from medvlm.eval.score import score_answers
-from medvlm.io import sha256_file
-from medvlm.model.export import load_for_inference
+from medvlm.io import check_output_file, sha256_file
+from medvlm.model.export import load_for_inference, model_prompt
 from medvlm.recipe import EvalSpec
 from medvlm.rundir import EvalDir, StageDir, model_label
 
@@ -57,8 +57,11 @@ def strict_accuracy(model, processor, samples: list[Sample], settings: PredictSe
 
 def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *, template: str,
                    system_prompt: str | None, image_aspect_ratio: str, policy: str = "error",
-                   ) -> dict[str, dict[str, Any]]:
-    """Answer files and scores for every dataset in ``spec``, written under ``out_dir/<dataset>/``."""
+                   name: str | None = None) -> dict[str, dict[str, Any]]:
+    """Answer files and scores for every dataset in ``spec``, written under ``out_dir/<dataset>/``.
+
+    ``name`` is how reports label the model (default: from its directory, :func:`medvlm.rundir.model_label`).
+    """
     model, processor = load_for_inference(model_dir)
     results: dict[str, dict[str, Any]] = {}
     for source in spec.datasets:
@@ -82,6 +85,7 @@ def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *
             data_files=[source.path] if source.path else None,
             provenance={
                 **model_provenance(model_dir),
+                **({"model_label": name} if name else {}),
                 "dataset": label,
                 "dataset_source": source.dataset,
                 "data_path": source.path,
@@ -103,6 +107,7 @@ def score_dataset(dataset: str, path: str | None, split: str, predictions: str |
                   image_root: str | None = None, options: dict[str, Any] | None = None, policy: str = "error",
                   baseline: str | Path | None = None, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """``medvlm score``: read the references and answer file(s), score, write scores.json + items."""
+    check_output_file(output)
     read = read_spec(source_spec(dataset, path, split, image_root=image_root, options=options),
                      policy=policy, image_check="none")  # type: ignore[arg-type]  # scoring reads no pixels
     samples, report = read.samples, read.report
@@ -125,6 +130,18 @@ def score_dataset(dataset: str, path: str | None, split: str, predictions: str |
     return result.scores
 
 
+def prompt_settings(model_dir: str | Path, template: str | None, system_prompt: str | None,
+                    ) -> tuple[str, str | None]:
+    """Template and system prompt for prompting ``model_dir``: what the caller asks for, else what the
+    model was trained with. The trained system prompt goes with the trained template only."""
+    trained = model_prompt(model_dir)
+    if trained is None:
+        return template or "vicuna_v1", system_prompt
+    if template is None or template == trained.template:
+        return trained.template, trained.system_prompt if system_prompt is None else system_prompt
+    return template, system_prompt
+
+
 def predict_dataset(
     model_dir: str | Path,
     dataset: str,
@@ -136,7 +153,7 @@ def predict_dataset(
     options: dict[str, Any] | None = None,
     policy: str = "error",
     limit: int | None = None,
-    template: str = "vicuna_v1",
+    template: str | None = None,
     prompt_style: str = "plain",
     batch_size: int = 16,
     max_new_tokens: int = 32,
@@ -145,7 +162,13 @@ def predict_dataset(
     model_id: str | None = None,
     dtype: str | None = None,
 ) -> tuple[int, int]:
-    """``medvlm predict``: answer a data set into a (resumable) answer file; (written now, total)."""
+    """``medvlm predict``: answer a data set into a (resumable) answer file; (written now, total).
+
+    ``template`` and ``system_prompt`` default to those the model was trained with (its
+    ``prompt.json`` or run recipe), so a model is prompted as it learned to answer.
+    """
+    check_output_file(output)  # before minutes of loading: a directory or a path under a file cannot be written
+    # bad images are bad records: skipped and counted under --on-bad-record skip, named with the data file
     read = read_spec(source_spec(dataset, path, split, image_root=image_root, options=options, limit=limit),
                      policy=policy)  # type: ignore[arg-type]
     samples, report = read.samples, read.report
@@ -153,6 +176,7 @@ def predict_dataset(
         log.warning("%s: skipped %d bad record(s): %s", path, report.skipped, report.summary()["skip_reasons"])
     if not samples:
         raise DataError(f"no '{split}' samples in the data set", file=path)
+    template, system_prompt = prompt_settings(model_dir, template, system_prompt)
     model, processor = load_for_inference(model_dir, dtype=dtype)
     settings = PredictSettings(template=template, prompt_style=prompt_style, batch_size=batch_size,
                                max_new_tokens=max_new_tokens, system_prompt=system_prompt,

@@ -2,11 +2,9 @@
 
 Predictions are matched to references by question id (the dataset's own id: VQA-RAD's OSF qid,
 SLAKE's qid ...), so LLaVA-Med's published answer files score against the OSF VQA-RAD test split
-as they are. Two metric families sit side by side (METHODS.md §4):
-
-* ``llava_med`` — parity with LLaVA-Med v1.0.0's ``run_eval_batch.py`` (:mod:`medvlm.eval.metrics`);
-* ``strict`` — closed answers parsed to a label, open exact match and token F1
-  (:mod:`medvlm.eval.strict`).
+as they are. The registered metric families sit side by side (:mod:`medvlm.eval.metrics`; METHODS.md
+§4): ``llava_med`` — parity with LLaVA-Med v1.0.0's ``run_eval_batch.py``; ``strict`` — closed
+answers parsed to a label, open exact match and token F1.
 
 Every per-item result is kept (``scores.items.jsonl`` beside ``scores.json``) so reports can show
 confusion matrices and the worst errors, and two systems can be compared item by item. Bad input is
@@ -24,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix
 
 import medvlm
 from medvlm.data.prompts import styled_question
@@ -33,17 +30,14 @@ from medvlm.data.sources import Problem
 from medvlm.errors import DataError
 from medvlm.eval.answers import AnswerFile, Policy, answers_from_rows, question_id, read_answers
 from medvlm.eval.compare import paired_comparison
-from medvlm.eval.items import ITEM_METRICS, answer_type_of, evaluate_item
-from medvlm.eval.metrics import parity_summary
-from medvlm.eval.normalize import normalize_parity
+from medvlm.eval.items import answer_type_of, evaluate_item
+from medvlm.eval.metrics import ANSWER_TYPES, Metric, item_values, metrics
 from medvlm.eval.stats import bootstrap_ci, rng_for
 from medvlm.io import sha256_file, write_json, write_jsonl
 from medvlm.provenance import METRIC_VERSION, file_checksums, git_commit
 from medvlm.registry import PROMPT_STYLES
 
 __all__ = ["ScoreResult", "items_path", "read_answers", "score", "score_answers"]
-
-CONFUSION_PREDICTED = ("yes", "no", "unanswered", "missing")
 
 
 @dataclass
@@ -102,27 +96,16 @@ def join_and_evaluate(samples: list[Sample], answers: AnswerFile, policy: Policy
     return Joined(items, problems, missing, inferred)
 
 
-def strict_summary(items: list[dict[str, Any]]) -> dict[str, Any]:
-    closed = [i for i in items if i["answer_type"] == "CLOSED"]
-    open_ = [i for i in items if i["answer_type"] == "OPEN"]
-
-    def percent(rows: list[dict[str, Any]], key: str) -> float | None:
-        return 100.0 * sum(float(r["strict"][key]) for r in rows) / len(rows) if rows else None
-
-    unanswered = [i for i in closed if i["strict"]["label"] is None]
-    return {
-        "closed_accuracy": percent(closed, "correct"),
-        "open_exact_match": percent(open_, "exact_match"),
-        "open_f1": percent(open_, "f1"),
-        "closed_unanswered": 100.0 * len(unanswered) / len(closed) if closed else None,
-        "n_closed": len(closed), "n_open": len(open_),
-    }
+def summary(metric: Metric, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A family's ``metrics.<name>`` block, from its entries of the open and of the closed items."""
+    entries = {kind: [item[metric.name] for item in items if item["answer_type"] == kind and metric.name in item]
+               for kind in ANSWER_TYPES}
+    return metric.summary(entries["OPEN"], entries["CLOSED"])
 
 
-def llava_med_summary(items: list[dict[str, Any]]) -> dict[str, Any]:
-    open_items = [i["llava_med"] for i in items if i["answer_type"] == "OPEN"]
-    hits = [i["llava_med"]["hit"] for i in items if i["answer_type"] == "CLOSED"]
-    return parity_summary(open_items, hits)
+def analyses(families: list[Metric], items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The further top-level scores.json entries the families compute from the item rows."""
+    return {key: value for metric in families if metric.analyses for key, value in metric.analyses(items).items()}
 
 
 def group_values(items: list[dict[str, Any]], field: str) -> dict[str, list[dict[str, Any]]]:
@@ -138,17 +121,18 @@ def metric_cells(
 ) -> dict[str, dict[str, Any]]:
     """{metric: {value, ci_low, ci_high, n}} over ``items``; each metric over its own answer type."""
     cells: dict[str, dict[str, Any]] = {}
-    for answer_type in ("OPEN", "CLOSED"):
-        metrics = [(name, get) for name, (kind, get) in ITEM_METRICS.items() if kind == answer_type]
+    every = item_values()
+    for answer_type in ANSWER_TYPES:
+        kinds = [value for value in every if value.answer_type == answer_type]
         rows = [item for item in items if item["answer_type"] == answer_type]
         if not rows:
             continue
-        values = np.array([[get(row) for _, get in metrics] for row in rows], dtype=np.float64)
+        values = np.array([[value.value(row) for value in kinds] for row in rows], dtype=np.float64)
         low, high = bootstrap_ci(values, n_boot, rng_for(seed, *names, answer_type))
-        for column, (name, _) in enumerate(metrics):
-            cells[name] = {"value": float(values[:, column].mean()), "ci_low": _num(low[column]),
-                           "ci_high": _num(high[column]), "n": len(rows)}
-    return {name: cells[name] for name in ITEM_METRICS if name in cells}
+        for column, value in enumerate(kinds):
+            cells[value.name] = {"value": float(values[:, column].mean()), "ci_low": _num(low[column]),
+                                 "ci_high": _num(high[column]), "n": len(rows)}
+    return {value.name: cells[value.name] for value in every if value.name in cells}
 
 
 def _num(value: float) -> float | None:
@@ -165,22 +149,6 @@ def breakdown(items: list[dict[str, Any]], n_boot: int, seed: int) -> dict[str, 
         result[field] = {value: metric_cells(rows, n_boot, seed, field, value)
                          for value, rows in group_values(items, field).items()}
     return result
-
-
-def closed_confusion(items: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Yes/no reference vs the label the strict parser read (scikit-learn's confusion matrix)."""
-    rows = [
-        i for i in items if i["answer_type"] == "CLOSED" and normalize_parity(i["reference"]) in ("yes", "no")
-    ]
-    if not rows:
-        return None
-    truth = [normalize_parity(r["reference"]) for r in rows]
-    predicted = [
-        "missing" if r["prediction"] is None else (r["strict"]["label"] or "unanswered") for r in rows
-    ]
-    matrix = confusion_matrix(truth, predicted, labels=list(CONFUSION_PREDICTED))
-    return {"true_labels": ["yes", "no"], "predicted_labels": list(CONFUSION_PREDICTED),
-            "matrix": matrix[:2].tolist(), "n": len(rows)}
 
 
 def prompt_style(samples_and_prompts: list[tuple[Sample, str]], recorded: Any) -> dict[str, Any]:
@@ -238,11 +206,12 @@ def score_answers(
     prompts = [(by_qid[qid], row["prompt"]) for qid, row in answers.rows.items()
                if qid in by_qid and isinstance(row.get("prompt"), str)]
     described = answers.describe()
+    families = metrics()
     scores: dict[str, Any] = {
         "n": len(joined.items),
-        "metrics": {"llava_med": llava_med_summary(joined.items), "strict": strict_summary(joined.items)},
+        "metrics": {metric.name: summary(metric, joined.items) for metric in families},
         "breakdown": breakdown(joined.items, bootstrap, seed),
-        "closed_confusion": closed_confusion(joined.items),
+        **analyses(families, joined.items),
         "missing_predictions": {"count": len(joined.missing), "ids": joined.missing},
         "input_problems": problems_summary(joined.problems),
         "inferred_answer_types": joined.inferred_answer_types,
@@ -264,8 +233,7 @@ def score_answers(
         or "not recorded in the answer file",
         "data_checksums": file_checksums(list(data_files)) if data_files else {},
         "bootstrap": {"samples": bootstrap, "seed": seed, "level": 0.95},
-        "metric_families": {"llava_med": "LLaVA-Med v1.0.0 run_eval_batch.py parity (METHODS.md section 4)",
-                            "strict": "medvlm strict: parsed closed labels, exact match, token F1"},
+        "metric_families": {metric.name: metric.description for metric in families},
     }
     return ScoreResult(scores, joined.items)
 

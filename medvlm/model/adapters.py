@@ -1,7 +1,8 @@
 """LoRA / DoRA / QLoRA adapters through peft: the plan check, wrapping, saving, merging.
 
-LoRA targets the language model's linear layers (a regex over full module names); the projector,
-when the stage trains it, is trained in full through ``modules_to_save``, so every adapter
+LoRA targets the language model's linear layers (a regex over full module names, by default the
+model family's attention and MLP linears); the projector, when the stage trains it, is trained in
+full through ``modules_to_save`` (the family's projector modules), so every adapter
 checkpoint holds the adapter *and* every other trainable weight together: resuming, evaluating
 or merging any checkpoint needs nothing else but the base model.
 
@@ -13,7 +14,6 @@ Every combination that cannot work is rejected by :func:`check_peft_plan` before
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -21,9 +21,12 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from medvlm.errors import ModelError
+from medvlm.io import read_json
+from medvlm.model.families import ModelFamily, family_of_model
+from medvlm.model.families.llava import LLAVA
 from medvlm.recipe import PeftSpec
 
-PROJECTOR_MODULE = "multi_modal_projector"
+PROJECTOR_MODULE = "multi_modal_projector"  # LLaVA-1.5's; other families name their own
 ADAPTER_CONFIG = "adapter_config.json"
 # Measured with transformers 5.23: from_pretrained(adapter_dir) renames the DoRA magnitude vectors
 # and silently leaves them at their initial values; peft's PeftModel.from_pretrained loads them.
@@ -43,7 +46,7 @@ def check_peft_plan(spec: PeftSpec, trainable: tuple[str, ...] | list[str], *,
         raise ModelError("LoRA on the vision tower is not supported: keep the vision tower frozen "
                          "(train.trainable without vision_tower) or use peft.method=none")
     try:
-        re.compile(spec.target_modules)
+        re.compile(spec.target_modules or "")
     except re.error as exc:
         raise ModelError(f"peft.target_modules is not a valid regular expression: {exc}") from None
     if uses_dora(spec) and not spec.merge_at_end:
@@ -69,11 +72,19 @@ def uses_dora(spec: PeftSpec) -> bool:
     return spec.method == "dora" or spec.dora
 
 
-def lora_config(spec: PeftSpec, trainable: tuple[str, ...] | list[str]) -> LoraConfig:
+def target_modules(spec: PeftSpec, family: ModelFamily | None = None) -> str:
+    """The recipe's LoRA target regex, or the family's default (its language-model linears)."""
+    return spec.target_modules or (family or LLAVA).lora_target_modules()
+
+
+def lora_config(spec: PeftSpec, trainable: tuple[str, ...] | list[str],
+                family: ModelFamily | None = None) -> LoraConfig:
+    family = family or LLAVA
     return LoraConfig(
-        r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=spec.target_modules,
+        r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=target_modules(spec, family),
         use_dora=uses_dora(spec), bias="none",
-        modules_to_save=[PROJECTOR_MODULE] if "projector" in trainable and spec.train_projector else None)
+        modules_to_save=list(family.projector_modules) if "projector" in trainable and spec.train_projector
+        else None)
 
 
 def apply_lora(model: torch.nn.Module, spec: PeftSpec, trainable: tuple[str, ...] | list[str], *,
@@ -84,9 +95,10 @@ def apply_lora(model: torch.nn.Module, spec: PeftSpec, trainable: tuple[str, ...
 
     if is_quantized(model):
         model = prepare_for_kbit_training(model, gradient_checkpointing)
-    peft_model = get_peft_model(model, lora_config(spec, trainable))
+    family = family_of_model(model) or LLAVA
+    peft_model = get_peft_model(model, lora_config(spec, trainable, family))
     if not any(p.requires_grad for n, p in peft_model.named_parameters() if "lora_" in n):
-        raise ModelError(f"peft.target_modules '{spec.target_modules}' matched no module of the model")
+        raise ModelError(f"peft.target_modules '{target_modules(spec, family)}' matched no module of the model")
     return peft_model
 
 
@@ -101,7 +113,7 @@ def set_base_reference(model: PeftModel, base: str | Path | None) -> None:
 
 
 def adapter_settings(path: str | Path) -> dict:
-    return json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    return read_json(Path(path) / ADAPTER_CONFIG)
 
 
 def adapter_base(path: str | Path) -> str | None:

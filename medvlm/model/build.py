@@ -1,31 +1,42 @@
-"""Load or build the one model type medvlm trains: ``LlavaForConditionalGeneration``.
+"""Load or build a model of any family medvlm trains (:mod:`medvlm.model.families`).
 
 Also the freeze plan: which of the three components (vision tower, projector, language model)
-each curriculum stage trains.
+each curriculum stage trains, from the family's parameter prefixes; and the data-side objects a
+family's model needs (image-token counts, image preparation, collation).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoProcessor, LlavaForConditionalGeneration, ProcessorMixin
+from safetensors import SafetensorError
+from transformers import PreTrainedModel, ProcessorMixin
 
-from medvlm.errors import ModelError
+from medvlm.data.collate import Collator, ConversationEncoder
+from medvlm.data.image_inputs import ImageTokens
+from medvlm.data.images import ImagePreparer
+from medvlm.data.templates import Template
+from medvlm.errors import ModelError, first_line, shorten
+from medvlm.io import read_json
+from medvlm.model.families import (
+    COMPONENTS,
+    ModelFamily,
+    family_of,
+    family_of_dir,
+    family_of_model,
+    resolve_family,
+)
+from medvlm.model.families.llava import LLAVA, llava_image_token_count
 from medvlm.recipe import ModelSpec, Recipe
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+log = logging.getLogger("medvlm")
 
-# Parameter-name prefixes of each component (HF llava layout).
-COMPONENT_PREFIXES: dict[str, tuple[str, ...]] = {
-    "vision_tower": ("model.vision_tower.",),
-    "projector": ("model.multi_modal_projector.",),
-    "language_model": ("model.language_model.", "lm_head."),
-}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 STAGE_TRAINABLE: dict[str, tuple[str, ...]] = {
     "contrastive": ("vision_tower",),  # CLIP-style pretraining of a tiny tower (medvlm.train.contrastive)
@@ -45,13 +56,10 @@ def trainable_components(recipe: Recipe) -> tuple[str, ...]:
 ORIGINAL_LLAVA_TYPES = {"llava_llama", "llava_mistral", "llava_mpt", "llava_qwen", "llava_med"}
 
 
-def component_of(param_name: str) -> str | None:
-    """Which component a parameter belongs to (peft's ``base_model.model.`` prefix tolerated)."""
-    name = param_name.removeprefix("base_model.model.")
-    for component, prefixes in COMPONENT_PREFIXES.items():
-        if name.startswith(prefixes):
-            return component
-    return None
+def component_of(param_name: str, family: ModelFamily | None = None) -> str | None:
+    """Which component a parameter belongs to (peft's ``base_model.model.`` prefix tolerated);
+    ``family`` defaults to LLaVA-1.5."""
+    return (family or LLAVA).component_of(param_name)
 
 
 @dataclass
@@ -67,20 +75,22 @@ class FreezeSummary:
 def apply_freeze_plan(model: torch.nn.Module, trainable: Iterable[str]) -> FreezeSummary:
     """Set ``requires_grad`` so exactly the named components train."""
     wanted = set(trainable)
-    unknown = wanted - set(COMPONENT_PREFIXES)
+    unknown = wanted - set(COMPONENTS)
     if unknown:
-        raise ModelError(f"unknown component(s) {sorted(unknown)}; known: {sorted(COMPONENT_PREFIXES)}")
-    return summarize(model, lambda name: component_of(name) in wanted)
+        raise ModelError(f"unknown component(s) {sorted(unknown)}; known: {sorted(COMPONENTS)}")
+    family = family_of_model(model) or LLAVA
+    return summarize(model, lambda name: family.component_of(name) in wanted)
 
 
 def summarize(model: torch.nn.Module, decide=None) -> FreezeSummary:
     """Count trainable/total parameters per component; ``decide(name)`` sets requires_grad first."""
+    family = family_of_model(model) or LLAVA
     trainable: dict[str, int] = {}
     total: dict[str, int] = {}
     for name, param in model.named_parameters():
         if decide is not None:
             param.requires_grad_(bool(decide(name)))
-        component = component_of(name) or "other"
+        component = family.component_of(name) or "other"
         total[component] = total.get(component, 0) + param.numel()
         if param.requires_grad:
             trainable[component] = trainable.get(component, 0) + param.numel()
@@ -88,67 +98,111 @@ def summarize(model: torch.nn.Module, decide=None) -> FreezeSummary:
 
 
 def num_image_tokens(model_config) -> int:
-    """Image-token positions per image, as the model's forward expects them."""
-    vision = model_config.vision_config
-    patches = (vision.image_size // vision.patch_size) ** 2
-    has_cls = vision.model_type == "clip_vision_model"
-    strategy = model_config.vision_feature_select_strategy
-    return patches + int(has_cls) - int(strategy == "default" and has_cls)
+    """Image-token positions per image of a LLaVA-1.5 model (other families: :func:`image_tokens_for`)."""
+    return llava_image_token_count(model_config)
 
 
-def check_llava_dir(path: Path) -> None:
+def check_llava_dir(path: Path, family: str = "auto", trust_remote_code: bool = False) -> ModelFamily:
+    """The family of a Hugging Face model directory, or a :class:`ModelError` saying what it is instead
+    (original LLaVA checkpoints are told to convert).
+
+    A config naming its own code (``auto_map``) is refused unless ``trust_remote_code``: the classes
+    transformers ships would otherwise load the weights into an architecture the directory says is
+    not its own.
+    """
     config_file = path / "config.json"
     if not path.is_dir():
         raise ModelError(f"{path}: model directory not found")
     if not config_file.is_file():
-        raise ModelError(f"{path}: no config.json; expected a Hugging Face llava model directory")
-    config = json.loads(config_file.read_text())
+        raise ModelError(f"{path}: no config.json; expected a Hugging Face model directory")
+    config = read_json(config_file)
+    if not isinstance(config, dict):
+        raise ModelError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
+    if config.get("auto_map") and not trust_remote_code:
+        raise ModelError(f"{config_file}: key 'auto_map': the directory ships its own model code "
+                         f"({shorten(config['auto_map'])}); medvlm loads the classes transformers ships. "
+                         "Remove auto_map if these are standard weights, or set model.trust_remote_code: "
+                         "true to run that code")
     model_type = config.get("model_type")
     if model_type in ORIGINAL_LLAVA_TYPES or "mm_vision_tower" in config:
         raise ModelError(
             f"{config_file}: model_type '{model_type}' is an original LLaVA/LLaVA-Med checkpoint, not the "
             f"Hugging Face llava format; convert it first: medvlm convert-llava {path} DST")
-    if model_type != "llava":
-        raise ModelError(f"{config_file}: model_type is '{model_type}', expected 'llava' "
-                         "(LlavaForConditionalGeneration)")
+    return family_of_dir(path, family)
 
 
 def ensure_processor_fields(processor: ProcessorMixin, model_config) -> ProcessorMixin:
-    """Fill the processor fields transformers 5 needs to expand ``<image>`` correctly."""
-    vision = model_config.vision_config
-    if getattr(processor, "patch_size", None) is None:
-        processor.patch_size = vision.patch_size
-    if getattr(processor, "vision_feature_select_strategy", None) is None:
-        processor.vision_feature_select_strategy = model_config.vision_feature_select_strategy
-    if vision.model_type == "clip_vision_model" and not getattr(processor, "num_additional_image_tokens", 0):
-        processor.num_additional_image_tokens = 1
-    return processor
+    """Fill the processor fields transformers 5 needs to expand image tokens correctly."""
+    return family_of(model_config).finish_processor(processor, model_config)
+
+
+# -- what the data side needs from a model ------------------------------------------------------------
+
+
+def image_tokens_for(model_config, processor: ProcessorMixin) -> ImageTokens:
+    """How many positions each image takes in this model, and the text standing for them."""
+    return family_of(model_config).image_tokens(processor, model_config)
+
+
+def encoder_for(model_config, processor: ProcessorMixin, template: Template, max_length: int,
+                system_prompt: str | None = None) -> ConversationEncoder:
+    """The conversation encoder of a model: its tokenizer and its family's image blocks."""
+    return ConversationEncoder(processor.tokenizer, template, image_tokens_for(model_config, processor), max_length,
+                               system_prompt)
+
+
+def preparer_for(model_config, processor: ProcessorMixin, aspect: str = "pad") -> ImagePreparer:
+    """Image preparation for a model's processor (AnyRes / dynamic-resolution families size images
+    themselves)."""
+    family = family_of(model_config)
+    return ImagePreparer(processor.image_processor, aspect, dynamic=family.dynamic_resolution(),  # type: ignore[arg-type]
+                         side=family.base_side(processor), keys=family.image_inputs)
+
+
+def collator_for(model_config, processor: ProcessorMixin, padding_side: str = "right") -> Collator:
+    """The batch collator of a model: padding, image tensors, and the family's token-type ids."""
+    family = family_of(model_config)
+    token_types = None
+    if family.token_type_key is not None:
+        token_id = processor.tokenizer.convert_tokens_to_ids(image_tokens_for(model_config, processor).token)
+        token_types = (family.token_type_key, token_id)
+    return Collator(processor.tokenizer.pad_token_id, padding_side=padding_side, token_types=token_types)
+
+
+def chat_template_for(model_config, processor: ProcessorMixin, template: str) -> str:
+    """The chat template saved with a model trained on ``template`` (the family's image placeholder)."""
+    return family_of(model_config).chat_template(template, processor)
 
 
 def load_pretrained(path: str | Path, *, dtype: str = "float32", attn_implementation: str = "sdpa",
-                    trust_remote_code: bool = False, quantization=None,
-                    **kwargs) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
-    """Model and processor of a local HF llava directory.
+                    trust_remote_code: bool = False, quantization=None, family: str = "auto",
+                    **kwargs) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Model and processor of a local Hugging Face model directory, loaded through its family.
 
     ``quantization`` (a ``BitsAndBytesConfig``, see :mod:`medvlm.model.quant`) loads the language
-    model's linear layers in 4 or 8 bits, placed on this process's device.
+    model's linear layers in 4 or 8 bits, placed on this process's device; what stays unquantised
+    comes from the family's prefixes, so the quantisation config is finished here.
     """
     path = Path(path)
     if quantization is None and _is_bare_adapter_dir(path):
         return _load_merged_adapter(path, dtype=dtype, attn_implementation=attn_implementation,
                                     trust_remote_code=trust_remote_code)
-    check_llava_dir(path)
+    architecture = check_llava_dir(path, family, trust_remote_code)
+    if trust_remote_code:
+        log.warning("WARNING: model.trust_remote_code is true: Python code shipped in %s will run with your "
+                    "permissions; use it only for a directory whose code you have read", path.resolve())
     if quantization is not None:
-        from medvlm.model.quant import quantized_device_map
+        from medvlm.model.quant import for_family, quantized_device_map
 
-        kwargs = {"quantization_config": quantization, "device_map": quantized_device_map(), **kwargs}
+        kwargs = {"quantization_config": for_family(quantization, architecture),
+                  "device_map": quantized_device_map(), **kwargs}
     try:
-        model = LlavaForConditionalGeneration.from_pretrained(
+        model = architecture.model_class().from_pretrained(
             path, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code, **kwargs)
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot load model or processor: {exc}") from None
+        processor = architecture.load_processor(path)
+    except (OSError, SafetensorError) as exc:  # a missing or truncated weights / tokenizer file
+        raise ModelError(f"{path}: cannot load model or processor: {first_line(exc)}") from None
     if quantization is not None:
         from medvlm.model.quant import avoid_cpu_packing_bug
 
@@ -163,7 +217,7 @@ def has_processor(path: Path) -> bool:
 def saved_processor(path: Path, fallback: ProcessorMixin, model_config) -> ProcessorMixin:
     """The processor saved with adapter weights (checkpoints carry one), else the base model's."""
     if has_processor(path):
-        return ensure_processor_fields(AutoProcessor.from_pretrained(path), model_config)
+        return ensure_processor_fields(family_of(model_config).load_processor(path), model_config)
     return fallback
 
 
@@ -173,7 +227,7 @@ def _is_bare_adapter_dir(path: Path) -> bool:
     return is_adapter_dir(path) and not (path / "config.json").is_file()
 
 
-def _load_merged_adapter(path: Path, **options) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
+def _load_merged_adapter(path: Path, **options) -> tuple[PreTrainedModel, ProcessorMixin]:
     """An adapter directory (``peft.merge_at_end: false`` runs, adapter exports): base + adapter, merged."""
     from medvlm.model.adapters import ADAPTER_CONFIG, adapter_base, merge_adapter
 
@@ -186,16 +240,18 @@ def _load_merged_adapter(path: Path, **options) -> tuple[LlavaForConditionalGene
 
 
 def load_model(spec: ModelSpec, template: str = "vicuna_v1", quantization=None,
-               ) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
-    """The model a recipe names: a local HF llava directory or a tiny preset (optionally quantised)."""
+               ) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """The model a recipe names: a local HF model directory or a tiny preset of ``model.family``
+    (optionally quantised)."""
     if spec.path:
         return load_pretrained(spec.path, dtype=spec.dtype, attn_implementation=spec.attn_implementation,
-                               trust_remote_code=spec.trust_remote_code, quantization=quantization)
+                               trust_remote_code=spec.trust_remote_code, quantization=quantization,
+                               family=spec.family)
     if spec.preset:
         from medvlm.model.tiny import build_tiny
 
         model, processor = build_tiny(spec.preset, seed=spec.init_seed, vocab_size=spec.tokenizer_vocab_size,
-                                      template=template)
+                                      template=template, family=resolve_family(spec.family, None).name)
         model.config._attn_implementation = spec.attn_implementation
         model = model.to(DTYPES[spec.dtype])
         if quantization is not None:
@@ -207,5 +263,5 @@ def load_model(spec: ModelSpec, template: str = "vicuna_v1", quantization=None,
                                            quantization=quantization)
             model.config._name_or_path = model.name_or_path = ""  # the temporary directory is gone
         return model, processor
-    raise ModelError("the recipe names no model: set model.path (a local Hugging Face llava directory) "
+    raise ModelError("the recipe names no model: set model.path (a local Hugging Face model directory) "
                      "or model.preset (e.g. tiny-clip-llama)")

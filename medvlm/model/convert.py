@@ -1,4 +1,4 @@
-"""Original LLaVA / LLaVA-Med checkpoints → the Hugging Face llava format medvlm (and transformers) use.
+"""Original LLaVA / LLaVA-Med / LLaVA-NeXT checkpoints → the Hugging Face format (transformers) uses.
 
 The original code (``LlavaLlamaForCausalLM`` / ``LlavaMistralForCausalLM``, model types
 ``llava_llama`` and ``llava_mistral``) stores one causal LM with extra keys::
@@ -21,8 +21,20 @@ What it does:
   names (no download, ever);
 * adds the ``<image>`` and ``<pad>`` tokens and resizes the embeddings and ``lm_head`` (new rows
   are the mean of the existing ones; padded to a multiple of 64 like the llava-hf releases);
-* writes a processor (LLaVA's pad-to-square when ``image_aspect_ratio`` is ``pad``) and medvlm's
-  chat template for the model family.
+* keeps the language model's rotary embedding (``rope_theta``, ``rope_scaling``: transformers 5 holds
+  them in ``rope_parameters``; LLaVA-Med v1.5's Mistral runs at base 1e6, not the default 1e4);
+* reads a tokenizer shipped as sentencepiece ``tokenizer.model`` only (LLaVA-1.5 ships that), as
+  the original's slow tokenizer reads it (``legacy`` true unless its config says otherwise);
+* writes a processor (LLaVA's pad-to-square when ``image_aspect_ratio`` is ``pad``) and the chat
+  template of the original conversation it was trained with, whose text tokenises to the original
+  code's ids (:func:`medvlm.data.templates.chunk_gap`), recorded in ``prompt.json``;
+* converts a LLaVA-NeXT checkpoint (``image_aspect_ratio: anyres``, ``mm_patch_merge_type:
+  spatial_unpad``, ``image_grid_pinpoints``, ``model.image_newline``) to
+  ``LlavaNextForConditionalGeneration`` (pinpoints turned from the original's (width, height) into
+  transformers' (height, width)).
+
+``tests/reference/original_llava.py`` checks a converted directory against the original code itself:
+same token ids, logits within 1e-4 at every position.
 
 Weights are read from safetensors, or from ``.bin`` files with ``torch.load(weights_only=True)``:
 nothing is unpickled.
@@ -30,7 +42,6 @@ nothing is unpickled.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -39,7 +50,8 @@ from typing import Any
 
 import torch
 
-from medvlm.errors import ModelError
+from medvlm.errors import ModelError, first_line
+from medvlm.io import check_replaceable, read_json
 
 log = logging.getLogger("medvlm")
 
@@ -49,6 +61,7 @@ CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.261302
 TEXT_MODEL_TYPES = {"llava_llama": "llama", "llava_mistral": "mistral"}
 DEFAULT_TEMPLATES = {"llava_llama": "vicuna_v1", "llava_mistral": "mistral_instruct"}
 PROJECTOR_TYPES = ("linear", "mlp2x_gelu")
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope")
 # Keys the original code saved that carry no learned state.
 IGNORED_KEYS = re.compile(r".*\.rotary_emb\.inv_freq$")
 
@@ -60,6 +73,7 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^model\.mm_projector\.(weight|bias)$"), r"model.multi_modal_projector.linear_1.\1"),
     (re.compile(r"^model\.(embed_tokens|layers|norm)(\..*)$"), r"model.language_model.\1\2"),
     (re.compile(r"^lm_head\.weight$"), r"lm_head.weight"),
+    (re.compile(r"^model\.image_newline$"), r"model.image_newline"),  # LLaVA-NeXT
 ]
 
 
@@ -79,6 +93,7 @@ class ConversionReport:
     model_type: str
     projector_type: str
     vision_tower_from: str
+    architecture: str = "LlavaForConditionalGeneration"
     added_tokens: list[str] = field(default_factory=list)
     vocab_size: tuple[int, int] = (0, 0)
     tensors: int = 0
@@ -94,7 +109,9 @@ def read_original_config(src: Path) -> dict[str, Any]:
     path = src / "config.json"
     if not path.is_file():
         raise ModelError(f"{src}: no config.json; expected an original LLaVA / LLaVA-Med checkpoint directory")
-    config = json.loads(path.read_text(encoding="utf-8"))
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(config).__name__}")
     model_type = config.get("model_type")
     if model_type == "llava":
         raise ModelError(f"{path}: already in the Hugging Face llava format; nothing to convert")
@@ -108,9 +125,18 @@ def read_original_config(src: Path) -> dict[str, Any]:
     if projector not in PROJECTOR_TYPES:
         raise ModelError(f"{path}: key 'mm_projector_type' is '{projector}'; supported: {', '.join(PROJECTOR_TYPES)}")
     aspect = config.get("image_aspect_ratio", "square")
-    if aspect not in ("pad", "square", "resize", None):
-        raise ModelError(f"{path}: key 'image_aspect_ratio' is '{aspect}' (LLaVA-NeXT style tiling is not a "
-                         "LlavaForConditionalGeneration model); supported: pad, square")
+    if aspect == "anyres":
+        merge = config.get("mm_patch_merge_type", "flat")
+        if merge != "spatial_unpad":
+            raise ModelError(f"{path}: key 'mm_patch_merge_type' is '{merge}'; an anyres (LLaVA-NeXT) checkpoint "
+                             "converts only with 'spatial_unpad' (what LlavaNextForConditionalGeneration computes)")
+        if not config.get("image_grid_pinpoints"):
+            raise ModelError(f"{path}: key 'image_grid_pinpoints' is missing (needed with image_aspect_ratio anyres)")
+    elif aspect not in ("pad", "square", "resize", None):
+        raise ModelError(f"{path}: key 'image_aspect_ratio' is '{aspect}'; supported: pad, square, anyres")
+    elif config.get("mm_patch_merge_type", "flat") != "flat":
+        raise ModelError(f"{path}: key 'mm_patch_merge_type' is '{config['mm_patch_merge_type']}' without "
+                         "image_aspect_ratio anyres; only 'flat' converts then")
     if config.get("mm_use_im_start_end"):
         raise ModelError(f"{path}: key 'mm_use_im_start_end' is true: <im_start>/<im_end> tokens are not "
                          "supported by Hugging Face llava")
@@ -119,6 +145,7 @@ def read_original_config(src: Path) -> dict[str, Any]:
 
 def read_weights(src: Path) -> dict[str, torch.Tensor]:
     """Every tensor of the checkpoint (sharded or not), without unpickling anything."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     safetensors = sorted(src.glob("*.safetensors"))
@@ -128,7 +155,10 @@ def read_weights(src: Path) -> dict[str, torch.Tensor]:
     weights: dict[str, torch.Tensor] = {}
     for path in safetensors or bins:
         if path.suffix == ".safetensors":
-            part = load_file(path)
+            try:
+                part = load_file(path)
+            except (SafetensorError, OSError) as exc:  # truncated or not safetensors at all
+                raise ModelError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
         else:
             try:
                 part = torch.load(path, map_location="cpu", weights_only=True)
@@ -195,6 +225,7 @@ def vision_tower_config(config: dict[str, Any], vision_tower: Path | None, src: 
     else:
         if not (directory / "config.json").is_file():
             raise ModelError(f"{directory}: no config.json; expected a CLIP / SigLIP model directory")
+        read_json(directory / "config.json")  # a truncated file: one line naming it, not transformers' traceback
         loaded = AutoConfig.from_pretrained(directory)
         vision = getattr(loaded, "vision_config", loaded)
     if vision.model_type not in ("clip_vision_model", "siglip_vision_model"):
@@ -220,14 +251,62 @@ def vision_tower_weights(directory: Path, vision_config) -> dict[str, torch.Tens
 # --------------------------------------------------------------------------------------------------
 
 
-def text_config(config: dict[str, Any]):
+def rope_parameters(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """transformers 5's ``rope_parameters`` from the original's ``rope_theta`` and ``rope_scaling``."""
+    scaling = dict(config.get("rope_scaling") or {})
+    kind = scaling.pop("rope_type", None) or scaling.pop("type", None) or "default"
+    if kind not in ROPE_TYPES:
+        raise ModelError(f"{where}: key 'rope_scaling' has type '{kind}'; supported: {', '.join(ROPE_TYPES)}")
+    return {"rope_type": kind, "rope_theta": float(config.get("rope_theta", 10000.0)), **scaling}
+
+
+def text_config(config: dict[str, Any], where: str = "config.json"):
+    """The language model's config: the original's fields the text model knows, rotary embedding included."""
     from transformers import AutoConfig
 
     text_type = TEXT_MODEL_TYPES[config["model_type"]]
     defaults = AutoConfig.for_model(text_type).to_dict()
     fields = {k: v for k, v in config.items() if k in defaults and not k.startswith("_")
-              and k not in ("model_type", "architectures", "transformers_version", "dtype", "torch_dtype")}
-    return AutoConfig.for_model(text_type, **fields)
+              and k not in ("model_type", "architectures", "transformers_version", "dtype", "torch_dtype",
+                            "rope_scaling", "rope_theta")}
+    fields["rope_parameters"] = rope_parameters(config, where)
+    text = AutoConfig.for_model(text_type, **fields)
+    kept = text.rope_parameters
+    if kept.get("rope_theta") != fields["rope_parameters"]["rope_theta"] or \
+            kept.get("rope_type") != fields["rope_parameters"]["rope_type"]:
+        raise ModelError(f"{where}: transformers did not keep the rotary embedding settings "
+                         f"({fields['rope_parameters']} became {kept})")
+    return text
+
+
+def load_tokenizer(src: Path):
+    """The checkpoint's tokenizer as the original code read it (``AutoTokenizer(use_fast=False)``).
+
+    A sentencepiece ``tokenizer.model`` is converted by transformers (needs the ``sentencepiece``
+    package). transformers 4's slow Llama tokenizer defaulted to ``legacy=True`` (the dummy prefix
+    after every special token); transformers 5 defaults to False, so an unset ``legacy`` is set to True.
+    """
+    from transformers import AutoTokenizer
+
+    files = {p.name for p in src.iterdir()}
+    if not files & {"tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json"}:
+        raise ModelError(f"{src}: no tokenizer (tokenizer.model, tokenizer.json or vocab.json)")
+    sentencepiece_only = "tokenizer.model" in files and "tokenizer.json" not in files
+    if sentencepiece_only:
+        try:
+            import sentencepiece  # noqa: F401
+        except ImportError:
+            raise ModelError(f"{src / 'tokenizer.model'}: a sentencepiece tokenizer; reading it needs the "
+                             "'sentencepiece' package (pip install sentencepiece protobuf)") from None
+    options: dict[str, Any] = {}
+    settings_file = src / "tokenizer_config.json"
+    settings = read_json(settings_file) if settings_file.is_file() else {}
+    if sentencepiece_only and settings.get("legacy") is None:
+        options["legacy"] = True
+    try:
+        return AutoTokenizer.from_pretrained(src, **options)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is an unreadable tokenizer for the user
+        raise ModelError(f"{src}: cannot read the tokenizer ({type(exc).__name__}: {exc})") from None
 
 
 def add_tokens(tokenizer) -> list[str]:
@@ -264,40 +343,45 @@ def projector_tensors(weights: dict[str, torch.Tensor], projector_type: str, tex
             "model.multi_modal_projector.linear_2.bias": torch.zeros(text_hidden, dtype=dtype)}
 
 
-def build_processor(tokenizer, vision_config, vision_dir: Path | None, aspect_ratio: str | None, template: str):
-    from transformers import LlavaProcessor
-    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
-
-    from medvlm.data.templates import get_template
-
+def build_processor(tokenizer, vision_config, vision_dir: Path | None, config: dict[str, Any]):
+    """The processor of the converted model, from its family: LLaVA-1.5's (pad to square or not) or
+    LLaVA-NeXT's (AnyRes)."""
     mean, std, size = CLIP_MEAN, CLIP_STD, vision_config.image_size
     preprocessor = vision_dir / "preprocessor_config.json" if vision_dir else None
     if preprocessor is not None and preprocessor.is_file():
-        settings = json.loads(preprocessor.read_text(encoding="utf-8"))
+        settings = read_json(preprocessor)
         mean, std = settings.get("image_mean", mean), settings.get("image_std", std)
     clip = vision_config.model_type == "clip_vision_model"
-    image_processor = LlavaImageProcessorPil(
-        size={"shortest_edge": size} if clip else {"height": size, "width": size},
-        crop_size={"height": size, "width": size}, do_center_crop=clip, do_pad=aspect_ratio == "pad",
-        image_mean=mean, image_std=std)
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                          patch_size=vision_config.patch_size,
+    image_settings = dict(size={"shortest_edge": size} if clip else {"height": size, "width": size},
+                          crop_size={"height": size, "width": size}, do_center_crop=clip, image_mean=mean,
+                          image_std=std)
+    token_settings = dict(patch_size=vision_config.patch_size,
                           vision_feature_select_strategy="default" if clip else "full",
-                          num_additional_image_tokens=1 if clip else 0,
-                          chat_template=get_template(template).jinja())
+                          num_additional_image_tokens=1 if clip else 0)
+    return target_family(config).conversion_processor(tokenizer, image_settings, token_settings, config)
+
+
+def target_family(config: dict[str, Any]):
+    """The family an original checkpoint converts to: LLaVA-NeXT for AnyRes checkpoints, else LLaVA-1.5."""
+    from medvlm.model.families import get_family
+
+    return get_family("llava_next" if config.get("image_aspect_ratio") == "anyres" else "llava")
 
 
 def convert_llava(src: str | Path, dst: str | Path, *, vision_tower: str | Path | None = None,
                   template: str | None = None, dtype: str | None = None,
                   pad_to_multiple_of: int = 64) -> ConversionReport:
-    """``medvlm convert-llava``: write ``dst`` as a Hugging Face llava directory."""
-    from transformers import AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
+    """``medvlm convert-llava``: write ``dst`` as a Hugging Face llava (or llava_next) directory."""
     from transformers.initialization import no_init_weights
 
     from medvlm.model.build import DTYPES
     from medvlm.model.export import save_llava_dir
+    from medvlm.model.families.llava_next import original_pinpoints
+    from medvlm.model.prompting import TrainedPrompt
 
     src, dst = Path(src), Path(dst)
+    protect = (src, *((vision_tower,) if vision_tower else ()))
+    check_replaceable(dst, protect=protect)  # before the (slow) conversion
     config = read_original_config(src)
     stored = config.get("torch_dtype") or config.get("dtype") or "float32"
     if not dtype and stored not in DTYPES:
@@ -321,9 +405,9 @@ def convert_llava(src: str | Path, dst: str | Path, *, vision_tower: str | Path 
         weights.update(vision_tower_weights(vision_dir, vision))
         report.vision_tower_from = str(vision_dir)
 
-    text = text_config(config)
+    text = text_config(config, str(src / "config.json"))
     weights.update(projector_tensors(weights, report.projector_type, text.hidden_size))
-    tokenizer = AutoTokenizer.from_pretrained(src)
+    tokenizer = load_tokenizer(src)
     report.added_tokens = add_tokens(tokenizer)
     old_rows = weights["model.language_model.embed_tokens.weight"].shape[0]
     rows = -(-len(tokenizer) // pad_to_multiple_of) * pad_to_multiple_of
@@ -335,18 +419,28 @@ def convert_llava(src: str | Path, dst: str | Path, *, vision_tower: str | Path 
     report.vocab_size = (old_rows, text.vocab_size)
 
     select = config.get("mm_vision_select_feature", "patch")
-    llava = LlavaConfig(
+    next_ = config.get("image_aspect_ratio") == "anyres"
+    settings = dict(
         vision_config=vision.to_dict(), text_config=text.to_dict(),
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         projector_hidden_act="gelu" if report.projector_type == "mlp2x_gelu" else "linear",
         vision_feature_select_strategy="default" if select == "patch" else "full",
         vision_feature_layer=config.get("mm_vision_select_layer", -2),
-        image_seq_length=(vision.image_size // vision.patch_size) ** 2,
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)))
+    if next_:
+        if "model.image_newline" not in weights:
+            raise ModelError(f"{src}: a spatial_unpad (LLaVA-NeXT) checkpoint without the tensor "
+                             "'model.image_newline'")
+        llava = target_family(config).config_class()(image_grid_pinpoints=original_pinpoints(config), **settings)
+    else:
+        llava = target_family(config).config_class()(
+            image_seq_length=(vision.image_size // vision.patch_size) ** 2, **settings)
+    model_cls = target_family(config).model_class()
+    report.architecture = model_cls.__name__
     llava.pad_token_id = tokenizer.pad_token_id
     target_dtype = DTYPES[dtype or stored]
     with no_init_weights():
-        model = LlavaForConditionalGeneration(llava)
+        model = model_cls(llava)
     model = model.to(target_dtype)
     result = model.load_state_dict({k: v.to(target_dtype) for k, v in weights.items()}, strict=False, assign=True)
     missing = [k for k in result.missing_keys if not (k == "lm_head.weight" and llava.tie_word_embeddings)]
@@ -357,9 +451,9 @@ def convert_llava(src: str | Path, dst: str | Path, *, vision_tower: str | Path 
         model.tie_weights()
     report.tensors = len(weights)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    processor = build_processor(tokenizer, vision, vision_dir, config.get("image_aspect_ratio"),
-                                template or DEFAULT_TEMPLATES[config["model_type"]])
-    save_llava_dir(model, processor, dst)
+    processor = build_processor(tokenizer, vision, vision_dir, config)
+    save_llava_dir(model, processor, dst, TrainedPrompt(template or DEFAULT_TEMPLATES[config["model_type"]]),
+                   protect=protect)
     from medvlm.io import write_json
 
     write_json(dst / "conversion.json", {**report.__dict__, "vocab_size": list(report.vocab_size)})

@@ -14,6 +14,8 @@ quantised model, so the merged model computes what the trained model computed (�
 full-precision base plus an adapter that was fitted to a different set of weights.
 
 Exports are written to a staging directory and moved into place, so ``DST`` is never half written.
+``DST`` is replaced only when it is new, empty or an earlier export (``overwrite`` for a directory of
+other files); the source, its run directory and their ancestors never are (:func:`medvlm.io.replace_dir`).
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from typing import Any
 
 import torch
 import yaml
-from transformers import AutoProcessor, ProcessorMixin
+from transformers import ProcessorMixin
 
-from medvlm.errors import ModelError
-from medvlm.io import replace_dir, write_json
+from medvlm.errors import ModelError, first_line
+from medvlm.io import check_replaceable, replace_dir, unique_staging, write_json
 from medvlm.model.adapters import (
     ADAPTER_CONFIG,
     DORA_NATIVE_LOADING,
@@ -40,6 +42,8 @@ from medvlm.model.adapters import (
     merge_adapter,
 )
 from medvlm.model.build import DTYPES, has_processor, load_model, load_pretrained, saved_processor
+from medvlm.model.families import family_of, family_of_dir
+from medvlm.model.prompting import TrainedPrompt, read_trained_prompt
 from medvlm.recipe import Recipe, validate
 from medvlm.rundir import StageDir, run_dir_of
 
@@ -58,12 +62,22 @@ class Source:
 
 
 def read_run_recipe(run_dir: str | Path) -> Recipe:
+    """The recipe a run stored, with ``model.trust_remote_code`` off.
+
+    A stored file is data, not the user's choice: a copied run directory must not make medvlm run
+    its model directory's code (a model needing it then fails with an error saying so).
+    """
     path = StageDir(Path(run_dir)).recipe
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ModelError(f"{path}: cannot read the run's recipe: {exc}") from None
-    return validate(tree, str(path))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read the run's recipe: {first_line(exc)}") from None
+    recipe = validate(tree, str(path))
+    if recipe.model.trust_remote_code:
+        log.warning("%s: ignoring model.trust_remote_code from the run's stored recipe (only your own recipe "
+                    "can switch it on)", path)
+        recipe.model.trust_remote_code = False
+    return recipe
 
 
 def resolve_source(path: str | Path) -> Source:
@@ -87,12 +101,16 @@ def resolve_source(path: str | Path) -> Source:
     raise ModelError(f"{path}: holds neither a model (config.json) nor an adapter ({ADAPTER_CONFIG})")
 
 
-def chat_template(recipe: Recipe | None) -> str | None:
-    if recipe is None:
-        return None
-    from medvlm.data.templates import get_template
+def trained_prompt(source: Source) -> TrainedPrompt | None:
+    """The prompt the source was trained with: its run's recipe, else the record in its directory."""
+    if source.recipe is not None:
+        return TrainedPrompt.of(source.recipe.data)
+    return read_trained_prompt(source.path)
 
-    return get_template(recipe.data.template).jinja()
+
+def model_prompt(path: str | Path) -> TrainedPrompt | None:
+    """The prompt the model at ``path`` (any source :func:`resolve_source` accepts) was trained with."""
+    return trained_prompt(resolve_source(path))
 
 
 def run_base_model(recipe: Recipe) -> tuple[torch.nn.Module, ProcessorMixin]:
@@ -107,7 +125,7 @@ def run_base_model(recipe: Recipe) -> tuple[torch.nn.Module, ProcessorMixin]:
 
 
 def load_source(source: Source, dtype: str | None = None) -> tuple[torch.nn.Module, ProcessorMixin]:
-    """A plain ``LlavaForConditionalGeneration`` (adapters merged) and its processor.
+    """A plain transformers model of its family (adapters merged) and its processor.
 
     ``dtype`` overrides the stored weights' dtype (None keeps the default float32 load of a
     directory and the run's own dtype for an adapter merged into its base).
@@ -129,26 +147,33 @@ def load_for_inference(path: str | Path, dtype: str | None = None) -> tuple[torc
 
 
 def save_llava_dir(model: torch.nn.Module, processor: ProcessorMixin, dst: str | Path,
-                   template: str | None = None, records: dict[str, Any] | None = None) -> Path:
-    """Write model, processor and chat template to ``dst`` through a staging directory.
+                   prompt: TrainedPrompt | None = None, records: dict[str, Any] | None = None, *,
+                   overwrite: bool = False, protect: tuple[str | Path, ...] = ()) -> Path:
+    """Write model, processor and the prompt it was trained with to ``dst`` through a staging directory.
 
-    ``records`` are JSON files (name → content) written beside the weights, inside the same atomic
-    replace (a consolidated model carries its ``consolidation.json``).
+    ``prompt`` sets the chat template and is recorded as ``prompt.json`` (see
+    :mod:`medvlm.model.prompting`). ``records`` are JSON files (name → content) written beside the
+    weights, inside the same atomic replace (a consolidated model carries its ``consolidation.json``).
+    ``overwrite`` and ``protect``: see :func:`medvlm.io.check_replaceable` (checked before anything
+    is written).
     """
     dst = Path(dst)
-    staging = dst.with_name(f".{dst.name}.staging")
+    check_replaceable(dst, overwrite=overwrite, protect=protect)
+    staging = unique_staging(dst)
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
-    if template is not None:
-        processor.chat_template = template
+    if prompt is not None:
+        prompt.apply(processor, family_of(model.config))
+        prompt.write(staging)
     processor.save_pretrained(staging)
     for name, content in (records or {}).items():
         write_json(staging / name, content)
-    replace_dir(staging, dst)
+    replace_dir(staging, dst, overwrite=overwrite, protect=protect)
     return dst
 
 
-def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None = None) -> Path:
+def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None = None, *,
+                   overwrite: bool = False, protect: tuple[str | Path, ...] = ()) -> Path:
     """Copy an adapter with its processor; its config names an existing base llava directory."""
     recipe = source.recipe
     base = base_dir or (recipe.model.path if recipe is not None else adapter_base(source.path))
@@ -165,7 +190,9 @@ def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None 
         raise ModelError(f"{source.path}: a QLoRA adapter was trained on quantised weights; export it with "
                          "--merge-lora, which merges it into the dequantised base it was fitted to")
     dst = Path(dst)
-    staging = dst.with_name(f".{dst.name}.staging")
+    protect = (*protect, base)
+    check_replaceable(dst, overwrite=overwrite, protect=protect)
+    staging = unique_staging(dst)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for name in ADAPTER_FILES:
@@ -173,22 +200,30 @@ def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None 
     config = json.loads((staging / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = str(base)
     (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
-    processor = AutoProcessor.from_pretrained(source.path if has_processor(source.path) else base)
-    template = chat_template(recipe)
-    if template is not None:
-        processor.chat_template = template
+    family = family_of_dir(base)
+    processor = family.load_processor(source.path if has_processor(source.path) else base)
+    prompt = trained_prompt(source)
+    if prompt is not None:
+        prompt.apply(processor, family)
+        prompt.write(staging)
     processor.save_pretrained(staging)
-    replace_dir(staging, dst)
+    replace_dir(staging, dst, overwrite=overwrite, protect=protect)
     return dst
 
 
-def export_model(source_path: str | Path, dst: str | Path, *, merge_lora: bool = False) -> Path:
-    """``medvlm export``: a Hugging Face llava directory (or adapter directory) at ``dst``."""
+def export_model(source_path: str | Path, dst: str | Path, *, merge_lora: bool = False,
+                 overwrite: bool = False) -> Path:
+    """``medvlm export``: a Hugging Face llava directory (or adapter directory) at ``dst``.
+
+    ``dst`` must not be (or contain) the source or its run directory; a directory of other files is
+    replaced only with ``overwrite``. Checked before any weights load.
+    """
     source = resolve_source(source_path)
     dst = Path(dst)
-    if dst.resolve() == source.path.resolve():
-        raise ModelError(f"{dst}: the export destination is the source itself")
+    run_dir = run_dir_of(Path(source_path))
+    protect = (source.path, Path(source_path), *((run_dir,) if run_dir is not None else ()))
+    check_replaceable(dst, overwrite=overwrite, protect=protect)
     if source.is_adapter and not merge_lora:
-        return export_adapter(source, dst)
+        return export_adapter(source, dst, overwrite=overwrite, protect=protect)
     model, processor = load_source(source)
-    return save_llava_dir(model, processor, dst, chat_template(source.recipe))
+    return save_llava_dir(model, processor, dst, trained_prompt(source), overwrite=overwrite, protect=protect)

@@ -1,7 +1,9 @@
 """``medvlm plan``: per-GPU training memory of a recipe, estimated before any weights load.
 
 The model is instantiated on PyTorch's ``meta`` device (shapes, no memory), so parameter counts
-are exact for any llava config. The estimate is the peak of what PyTorch allocates — the number
+are exact for any config of any model family; the components, the quantised linears and the
+image-token count come from the family (:mod:`medvlm.model.families`). The estimate is the peak
+of what PyTorch allocates — the number
 ``torch.cuda.max_memory_allocated`` reports — as the sum of:
 
 * **weights**: by dtype; QLoRA's 4-bit NF4 (0.5 byte + block scales) or 8-bit language-model
@@ -33,6 +35,7 @@ from typing import Any
 
 import torch
 
+from medvlm.model.families.llava import llava_med_v15_config
 from medvlm.recipe import Recipe
 
 GIB = 1024**3
@@ -75,7 +78,8 @@ class ModelShapes:
     kv_dim: int
     vocab: int
     vision_hidden: int
-    image_tokens: int
+    image_tokens: int  # per image, for the reference image (see reference_image_tokens)
+    family: str = "llava"
 
 
 @dataclass
@@ -126,84 +130,99 @@ class MemoryPlan:
 # --------------------------------------------------------------------------------------------------
 
 
-def llava_med_v15_config():
-    """LLaVA-Med v1.5 shapes (Mistral-7B text, CLIP ViT-L/14-336, mlp2x_gelu projector; vocabulary
-    with ``<image>`` and ``<pad>`` added, padded to 64 as the converted checkpoints are)."""
-    from transformers import CLIPVisionConfig, LlavaConfig, MistralConfig
-
-    text = MistralConfig(vocab_size=32064, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
-                         rope_theta=1e6, rms_norm_eps=1e-5, sliding_window=None, tie_word_embeddings=False)
-    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                              image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu")
-    return LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=32000,
-                       projector_hidden_act="gelu", vision_feature_layer=-2,
-                       vision_feature_select_strategy="default", image_seq_length=576)
-
-
 # Shapes of released models, to plan before downloading anything (``medvlm plan --shapes NAME``).
 REFERENCE_CONFIGS = {"llava-med-v1.5-7b": llava_med_v15_config}
 
 
 def meta_model(recipe: Recipe, reference: str | None = None) -> torch.nn.Module:
     """The recipe's model with shapes only (no weights read, no memory)."""
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
+    return meta_model_and_processor(recipe, reference)[0]
 
+
+def meta_model_and_processor(recipe: Recipe, reference: str | None = None) -> tuple[torch.nn.Module, Any]:
+    """The recipe's model with shapes only, and its processor (None for reference shapes)."""
     from medvlm.errors import ModelError
     from medvlm.model.build import check_llava_dir
+    from medvlm.model.families.llava import LLAVA
 
     spec = recipe.model
     if reference is not None:
         if reference not in REFERENCE_CONFIGS:
             raise ModelError(f"unknown reference shapes '{reference}'; known: {', '.join(REFERENCE_CONFIGS)}")
         with torch.device("meta"):
-            return LlavaForConditionalGeneration(REFERENCE_CONFIGS[reference]())
+            return LLAVA.model_class()(REFERENCE_CONFIGS[reference]()), None
     if spec.path:
         from pathlib import Path
 
         try:
-            check_llava_dir(Path(spec.path))
+            family = check_llava_dir(Path(spec.path), spec.family)
         except ModelError as exc:
             raise ModelError(f"{exc}; to plan before the model is on disk, use the released shapes: "
                              f"--shapes {' | '.join(REFERENCE_CONFIGS)}") from None
-        config = LlavaConfig.from_pretrained(spec.path)
+        config = family.config_class().from_pretrained(spec.path)
+        processor = family.finish_processor(family.load_processor(Path(spec.path)), config)
         with torch.device("meta"):
-            return LlavaForConditionalGeneration(config)
+            return family.model_class()(config), processor
     if spec.preset:
-        from medvlm.model.tiny import build_tiny
+        from medvlm.model.build import load_model
 
         with torch.device("meta"):
-            return build_tiny(spec.preset, seed=spec.init_seed, vocab_size=spec.tokenizer_vocab_size)[0]
+            return load_model(spec)
     raise ModelError("the recipe names no model: set model.path or model.preset")
 
 
-def model_shapes(model: torch.nn.Module, recipe: Recipe) -> ModelShapes:
-    from medvlm.model.build import component_of, num_image_tokens
+def model_shapes(model: torch.nn.Module, recipe: Recipe, processor: Any = None) -> ModelShapes:
+    from medvlm.model.adapters import target_modules
+    from medvlm.model.families import family_of
 
+    family = family_of(model.config)
     params: dict[str, int] = {}
     for name, param in model.named_parameters():
-        component = component_of(name) or "other"
+        component = family.component_of(name) or "other"
         params[component] = params.get(component, 0) + param.numel()
-    target = re.compile(recipe.peft.target_modules)
+    target = re.compile(target_modules(recipe.peft, family))
     dora = recipe.peft.method == "dora" or recipe.peft.dora
     lm_linear = lm_out = lora = lora_linears = 0
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear):
             continue
-        if name.startswith("model.language_model."):
+        if name.startswith(family.language_model_prefix):
             lm_linear += module.weight.numel()
             lm_out += module.out_features
         if target.fullmatch(name):
             lora_linears += 1
             lora += recipe.peft.r * (module.in_features + module.out_features) + (module.out_features if dora else 0)
-    text = model.config.text_config
+    text = family.text_config(model.config)
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     return ModelShapes(
         params=params, lm_linear_params=lm_linear, lm_linear_out_features=lm_out, lora_params=lora,
         lora_linears=lora_linears, hidden=text.hidden_size, intermediate=text.intermediate_size,
         layers=text.num_hidden_layers, heads=text.num_attention_heads, head_dim=head_dim,
         kv_dim=(text.num_key_value_heads or text.num_attention_heads) * head_dim, vocab=text.vocab_size,
-        vision_hidden=model.config.vision_config.hidden_size, image_tokens=num_image_tokens(model.config))
+        vision_hidden=family.vision_hidden_size(model.config),
+        image_tokens=reference_image_tokens(model.config, processor), family=family.name)
+
+
+def reference_image_side(config: Any, processor: Any) -> int:
+    """The side of the square image the planner assumes (and :func:`medvlm.train.memtrack.measure_training_peak`
+    feeds): the image processor's base input size (the family's, for dynamic resolution)."""
+    from medvlm.model.build import preparer_for
+
+    return preparer_for(config, processor).side or 224
+
+
+def reference_image_tokens(config: Any, processor: Any) -> int:
+    """Image positions of one reference image: the family's count for a square image at the
+    processor's base size (LLaVA-1.5 and Gemma 3: their fixed count, whatever the image)."""
+    from medvlm.model.families import family_of
+
+    tokens = family_of(config).image_tokens(processor, config) if processor is not None else None
+    if tokens is None:
+        from medvlm.model.families.llava import llava_image_token_count
+
+        return llava_image_token_count(config)
+    side = reference_image_side(config, processor)
+    return tokens.count((side, side))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,7 +241,10 @@ def _quantised_bytes(numel: int, out_features: int, bits: int, double_quant: boo
 
 
 def _layer_bytes(mode: str, act_bytes: int, s: ModelShapes, lora_r: int, dora: bool = False) -> int:
-    a, b, c, d = LAYER_BYTES[(mode, act_bytes)]
+    from medvlm.model.families import get_family
+
+    a, b, c, d = (x + y for x, y in zip(LAYER_BYTES[(mode, act_bytes)], get_family(s.family).extra_layer_bytes(mode),
+                                        strict=True))
     per_token = a * s.hidden + b * s.kv_dim + c * s.intermediate + d + 4 * s.heads
     if mode.startswith("lora"):
         per_token += 4 * lora_r * LORA_LINEARS_PER_LAYER
@@ -246,7 +268,9 @@ def plan_memory(recipe: Recipe, *, gpus: int | None = None, gpu_memory_gb: float
     trainable = trainable_components(recipe)
     stage = zero_stage(recipe.train.deepspeed)
     check_peft_plan(recipe.peft, trainable, zero_stage=stage)
-    shapes = shapes or model_shapes(meta_model(recipe, reference), recipe)
+    if shapes is None:
+        model, processor = meta_model_and_processor(recipe, reference)
+        shapes = model_shapes(model, recipe, processor)
     n = gpus or world_size()
     offload = offloads(recipe.train.deepspeed)
     peft = recipe.peft

@@ -1,16 +1,18 @@
 """bitsandbytes quantisation for QLoRA: the config, the kept-in-full modules, training prep, dequantising.
 
 Only the language model's linear layers are quantised. The vision tower, the projector and
-``lm_head`` stay in the model's dtype, named by *full prefixes*: a bare ``multi_modal_projector``
-would not match transformers' module names, the projector would be quantised, and peft would
-then fail to train it ("only Tensors of floating point dtype can require gradients").
+``lm_head`` stay in the model's dtype, named by *full prefixes* derived from the model family
+(:meth:`medvlm.model.families.ModelFamily.quantization_skip_modules`): a bare
+``multi_modal_projector`` would not match transformers' module names, the projector would be
+quantised, and peft would then fail to train it ("only Tensors of floating point dtype can
+require gradients").
 """
 
 from __future__ import annotations
 
 import importlib.util
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,6 +20,10 @@ from medvlm.distributed import local_rank
 from medvlm.errors import ModelError
 from medvlm.recipe import PeftSpec
 
+if TYPE_CHECKING:
+    from medvlm.model.families import ModelFamily
+
+# LLaVA-1.5's; :func:`for_family` sets any family's own.
 SKIP_MODULES: tuple[str, ...] = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
 
 # bitsandbytes' 8-bit matmul warns on every call that float32 inputs are cast to float16.
@@ -41,6 +47,18 @@ def quantization_config(spec: PeftSpec, compute_dtype: torch.dtype) -> Any | Non
             load_in_4bit=True, bnb_4bit_quant_type=spec.quant_type, bnb_4bit_use_double_quant=spec.double_quant,
             bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=list(SKIP_MODULES))
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(SKIP_MODULES))
+
+
+def for_family(config: Any, family: ModelFamily) -> Any:
+    """``config`` with the family's unquantised modules (the tower and projector of that architecture)."""
+    skip = family.quantization_skip_modules()
+    if list(config.llm_int8_skip_modules or []) == skip:
+        return config
+    from copy import deepcopy
+
+    config = deepcopy(config)
+    config.llm_int8_skip_modules = skip
+    return config
 
 
 def quantized_device_map() -> dict[str, Any]:

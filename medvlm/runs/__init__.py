@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from medvlm.errors import MedvlmError
-from medvlm.recipe import load_recipe, load_tree
+from medvlm.recipe import load_recipe, load_tree, recipe_from_tree
 from medvlm.train.stage import StageResult, run_stage
 
 
@@ -27,7 +27,10 @@ class RunOutcome:
 def is_continual_recipe(path: str | Path, overrides: list[str] | None = None) -> bool:
     """Whether a recipe file (with its bases and overrides) describes a continual task sequence (a
     ``continual`` section and no stages; with stages it is a guarded pipeline)."""
-    tree = load_tree(path, overrides)
+    return _is_task_sequence(load_tree(path, overrides))
+
+
+def _is_task_sequence(tree: dict[str, Any]) -> bool:
     return bool(tree.get("continual")) and not tree.get("stages")
 
 
@@ -41,10 +44,11 @@ def train_recipe(path: str | Path, overrides: list[str] | None = None, *, resume
 
 def run_recipe(path: str | Path, overrides: list[str] | None = None, *, resume: bool = False) -> RunOutcome:
     """Run a pipeline recipe or a continual task sequence, whichever the recipe describes."""
-    if is_continual_recipe(path, overrides):
+    tree = load_tree(path, overrides)
+    if _is_task_sequence(tree):
         from medvlm.runs.continual import run_continual
 
-        continual = run_continual(load_recipe(path, overrides), resume=resume)
+        continual = run_continual(recipe_from_tree(tree, path), resume=resume)
         return RunOutcome(continual.output_dir, continual.record["metrics"])
     from medvlm.runs.pipeline import load_pipeline, run_pipeline
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medvlm.claims import claim
 from medvlm.continual import ConsolidationConfig, Guard, TaskContext, get_guard, is_consolidator
 from medvlm.continual.checkpoints import consolidate_checkpoints
 from medvlm.continual.metrics import ACCURACY_DEFINITION, continual_metrics, probe_accuracy
@@ -48,6 +49,7 @@ from medvlm.errors import RecipeError
 from medvlm.eval.run import evaluate_model
 from medvlm.io import read_json, write_json
 from medvlm.model.build import trainable_components
+from medvlm.model.prompting import TrainedPrompt
 from medvlm.provenance import provenance
 from medvlm.recipe import (
     ContinualSpec,
@@ -62,7 +64,7 @@ from medvlm.recipe import (
     validate,
 )
 from medvlm.rundir import CONSOLIDATION, ContinualDir, StageDir, TaskDir
-from medvlm.runs.outputs import claim_output_dir
+from medvlm.train.outputs import claim_output_dir
 from medvlm.train.saving import save_final_model
 from medvlm.train.stage import run_stage
 
@@ -164,7 +166,7 @@ def method_components(sequence: Sequence, recipe: Recipe) -> tuple[str | None, l
     return consolidator, guards
 
 
-def initial_model(model: ModelSpec, template: str, layout: ContinualDir, origin: str | None) -> Path:
+def initial_model(model: ModelSpec, data: DataSpec, layout: ContinualDir, origin: str | None) -> Path:
     """θ_0: the model directory the first task starts from (a tiny preset is built and saved once)."""
     if model.path:
         return Path(model.path)
@@ -175,19 +177,24 @@ def initial_model(model: ModelSpec, template: str, layout: ContinualDir, origin:
     if not out.complete:
         from medvlm.model.build import load_model
 
-        loaded, processor = load_model(model, template=template)
-        save_final_model(loaded, processor, template, out)
+        loaded, processor = load_model(model, template=data.template)
+        save_final_model(loaded, processor, TrainedPrompt.of(data), out)
     return out.model
 
 
 def run_continual(recipe: Recipe, *, resume: bool = False) -> ContinualResult:
     """Run (or continue) a continual recipe's task sequence; returns the ``continual.json`` record."""
+    with claim(recipe.output_dir):  # one run at a time in an output directory (medvlm.claims)
+        return _run_continual(recipe, resume=resume)
+
+
+def _run_continual(recipe: Recipe, *, resume: bool) -> ContinualResult:
     sequence = sequence_of(recipe)
     if not sequence.tasks:
         raise RecipeError(f"{recipe.source_file or 'recipe'}: continual.tasks lists no task")
     consolidator, guards = method_components(sequence, recipe)
     claim_output_dir(recipe.output_dir, recipe, "continual run")
-    initial = initial_model(recipe.model, recipe.data.template, sequence.layout, recipe.source_file)
+    initial = initial_model(recipe.model, recipe.data, sequence.layout, recipe.source_file)
     record = run_sequence(sequence, initial, consolidator, guards, resume=resume)
     return ContinualResult(recipe.output_dir, record.model_dump(mode="json"))
 
@@ -320,9 +327,10 @@ def _run_task(sequence: Sequence, index: int, task: SequenceTask, previous: Path
                 held = [s for s in samples if s.id in set(validation)]
                 consolidation = sweep.consolidate(previous, current, model_dir, components, held)
             else:
-                config = ConsolidationConfig(ratio=float(sac.ratio), alpha=sequence.spec.mix.alpha)
+                config = ConsolidationConfig(ratio=float(sac.ratio), alpha=sequence.spec.mix.alpha,
+                                             settings=sequence.spec.settings(consolidator))
                 consolidation = consolidate_checkpoints(consolidator, previous, current, model_dir, config,
-                                                        components)
+                                                        components=components)
             seconds["consolidate"] = round(time.perf_counter() - started, 2)
     for _, guard in active:
         guard.finish(context, model_dir)

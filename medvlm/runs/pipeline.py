@@ -4,6 +4,11 @@ A pipeline recipe lists its stages (each a stage recipe file plus overrides) and
 section. Stage outputs go to ``OUT/<stage name>/``; a stage whose ``model/`` exists is complete and
 is skipped when the pipeline runs again, so an interrupted pipeline continues where it stopped.
 
+The pipeline's own ``model`` section, when it names a path or preset, is where the first stage
+starts (the demo starts LLaVA-Med's stages from the shipped general base this way); otherwise the
+first stage's recipe says. It is part of the pipeline's resolved recipe, so an output directory is
+never reused for a pipeline that starts from another model.
+
 A pipeline recipe with a ``continual:`` section is *guarded*: its stages from
 ``continual.tasks_from`` on (default: all) run as the tasks of a continual sequence, so LLaVA-Med's
 curriculum can adapt a general model with SAC, UIR or any other method: each stage's teacher is the
@@ -25,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medvlm.claims import claim
 from medvlm.errors import RecipeError
 from medvlm.eval.run import evaluate_model
 from medvlm.io import write_json
@@ -32,7 +38,7 @@ from medvlm.provenance import provenance
 from medvlm.recipe import Recipe, apply_overrides, load_tree, parse_override, resolve, set_dotted
 from medvlm.rundir import PipelineDir
 from medvlm.runs.continual import Sequence, SequenceTask, initial_model, method_components, run_sequence
-from medvlm.runs.outputs import claim_output_dir
+from medvlm.train.outputs import claim_output_dir
 from medvlm.train.stage import run_stage
 
 log = logging.getLogger("medvlm")
@@ -107,6 +113,9 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     recipe = resolve(tree, str(path), {"recipe_dir": str(path.resolve().parent)})
     if not recipe.stages:
         raise RecipeError(f"{path}: a pipeline recipe needs a 'stages' list")
+    repeated = sorted({ref.name for ref in recipe.stages if [r.name for r in recipe.stages].count(ref.name) > 1})
+    if repeated:  # OUT/<name> would hold both, and the second would be skipped as "already complete"
+        raise RecipeError(f"{path}: key 'stages': stage names must be unique; repeated: {', '.join(repeated)}")
     out = recipe.output_dir
     stages: list[tuple[str, Recipe]] = []
     previous: str | None = None
@@ -120,6 +129,9 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
         if previous is not None:
             set_dotted(stage_tree, ["model", "path"], str(PipelineDir(out).stage(previous).model))
             set_dotted(stage_tree, ["model", "preset"], None)
+        elif recipe.model.path or recipe.model.preset:
+            set_dotted(stage_tree, ["model", "path"], recipe.model.path)
+            set_dotted(stage_tree, ["model", "preset"], recipe.model.preset)
         stage_tree["source_file"] = str(stage_path)
         origin = f"{stage_path} (stage '{ref.name}' of {path})"
         stages.append((ref.name, resolve(stage_tree, origin, {"output_dir": str(out),
@@ -135,6 +147,11 @@ def run_pipeline(pipeline: Pipeline, *, resume: bool = False) -> PipelineResult:
     """Run every stage (skipping finished ones), then evaluate. In a guarded pipeline the stages from
     ``continual.tasks_from`` on run as the tasks of a guarded sequence (:mod:`medvlm.runs.continual`):
     each a task with its teacher, consolidation and probes, recorded in ``continual.json``."""
+    with claim(pipeline.output_dir):  # one run at a time in an output directory (medvlm.claims)
+        return _run_pipeline(pipeline, resume=resume)
+
+
+def _run_pipeline(pipeline: Pipeline, *, resume: bool) -> PipelineResult:
     out, layout = pipeline.output_dir, pipeline.layout
     first = task_start(pipeline)
     sequence, components = None, None
@@ -157,7 +174,7 @@ def run_pipeline(pipeline: Pipeline, *, resume: bool = False) -> PipelineResult:
     if sequence is not None and components is not None:
         started = time.perf_counter()
         first_stage = sequence.tasks[0].stage
-        initial = initial_model(first_stage.model, first_stage.data.template, sequence.layout,
+        initial = initial_model(first_stage.model, first_stage.data, sequence.layout,
                                 pipeline.recipe.source_file)
         record = run_sequence(sequence, initial, *components, resume=resume)
         result.continual = record.model_dump(mode="json")
@@ -165,13 +182,19 @@ def run_pipeline(pipeline: Pipeline, *, resume: bool = False) -> PipelineResult:
         for task in record.provenance["tasks"]:
             models[task["task"]] = Path(task["model"])
 
-    spec = pipeline.recipe.eval
-    if spec.datasets:
-        last_name, last = pipeline.stages[-1]
-        for name in spec.stages or [last_name]:
-            started = time.perf_counter()
-            result.evaluations[name] = evaluate_model(
-                models[name], spec, layout.eval(name), template=last.data.template,
-                system_prompt=last.data.system_prompt, image_aspect_ratio=last.data.image_aspect_ratio)
-            result.stage_seconds[f"eval:{name}"] = round(time.perf_counter() - started, 2)
+    if pipeline.recipe.eval.datasets:
+        for name in pipeline.recipe.eval.stages or [pipeline.stages[-1][0]]:
+            evaluate(pipeline, name, models[name], result)
     return result
+
+
+def evaluate(pipeline: Pipeline, name: str, model_dir: Path, result: PipelineResult) -> None:
+    """Evaluate one model on the pipeline's eval sets into ``OUT/eval/<name>/`` (reports call it ``name``),
+    as the last stage's data is formatted (template, system prompt, image handling); adds its scores and
+    time to ``result``."""
+    spec, last = pipeline.recipe.eval, pipeline.stages[-1][1]
+    started = time.perf_counter()
+    result.evaluations[name] = evaluate_model(
+        model_dir, spec, pipeline.layout.eval(name), template=last.data.template,
+        system_prompt=last.data.system_prompt, image_aspect_ratio=last.data.image_aspect_ratio, name=name)
+    result.stage_seconds[f"eval:{name}"] = round(time.perf_counter() - started, 2)

@@ -7,24 +7,27 @@ token ids — the quickest way to catch a wrong template or a masking mistake be
 
 from __future__ import annotations
 
-from medvlm.data.collate import IGNORE_INDEX, ConversationEncoder, TooLong
-from medvlm.data.templates import get_template
-from medvlm.model.build import check_llava_dir, load_model, num_image_tokens
-from medvlm.recipe import ModelSpec, load_recipe
+import re
+
+from medvlm.data.collate import IGNORE_INDEX, TooLong, sample_image_sizes
 from medvlm.data.reading import read_samples
+from medvlm.data.templates import get_template
+from medvlm.model.build import check_llava_dir, encoder_for, load_model, preparer_for
+from medvlm.recipe import ModelSpec, load_recipe
 
 
-def _tokenizer_and_config(spec: ModelSpec, template: str):
-    """The tokenizer and model config a recipe's model has, without loading large weights."""
+def _processor_and_config(spec: ModelSpec, template: str):
+    """The processor and model config a recipe's model has, without loading large weights."""
     if spec.preset or not spec.path:
         model, processor = load_model(spec, template)
-        return processor.tokenizer, model.config
+        return processor, model.config
     from pathlib import Path
 
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoConfig
 
-    check_llava_dir(Path(spec.path))
-    return AutoProcessor.from_pretrained(spec.path).tokenizer, AutoConfig.from_pretrained(spec.path)
+    family = check_llava_dir(Path(spec.path), spec.family)
+    config = AutoConfig.from_pretrained(spec.path)
+    return family.finish_processor(family.load_processor(Path(spec.path)), config), config
 
 
 def label_segments(input_ids: list[int], labels: list[int]) -> list[list[int]]:
@@ -47,20 +50,24 @@ def preview(recipe_path: str, overrides: list[str] | None = None, count: int = 3
     specs = [spec.model_copy(update={"limit": count}) for spec in recipe.data.train]
     samples, _ = read_samples(specs, policy=recipe.data.on_bad_record, prompt_style=recipe.data.prompt_style,
                               image_check=recipe.data.image_check)
-    tokenizer, config = _tokenizer_and_config(recipe.model, recipe.data.template)
-    image_tokens = num_image_tokens(config)
-    encoder = ConversationEncoder(tokenizer, get_template(recipe.data.template), image_tokens,
-                                  recipe.data.max_length, recipe.data.system_prompt)
-    blocks = [f"template: {recipe.data.template} · {image_tokens} image tokens per image · "
+    processor, config = _processor_and_config(recipe.model, recipe.data.template)
+    tokenizer = processor.tokenizer
+    encoder = encoder_for(config, processor, get_template(recipe.data.template), recipe.data.max_length,
+                          recipe.data.system_prompt)
+    preparer = preparer_for(config, processor, recipe.data.image_aspect_ratio)
+    per_image = encoder.image_token_count or "by image size"
+    blocks = [f"template: {recipe.data.template} · {per_image} image tokens per image · "
               f"max_length {recipe.data.max_length}"]
+    run = re.compile(f"(?:{re.escape(encoder.image_token)})+")
     for sample in samples[:count]:
         try:
-            encoded = encoder.encode(sample)
+            sizes = sample_image_sizes(sample, preparer) if encoder.image_tokens.needs_sizes and sample.images else None
+            encoded = encoder.encode(sample, sizes)
         except TooLong as reason:
             blocks.append(f"── {sample.id}: rejected ({reason})")
             continue
-        text = tokenizer.decode(encoded.input_ids).replace(encoder.image_token * image_tokens,
-                                                           f"<image>×{image_tokens}")
+        text = run.sub(lambda m: f"<image>×{len(m.group()) // len(encoder.image_token)}",
+                       tokenizer.decode(encoded.input_ids))
         labels = [tokenizer.decode(segment) for segment in label_segments(encoded.input_ids, encoded.labels)]
         blocks.append("\n".join([
             f"── {sample.id} ({len(encoded.input_ids)} tokens{', truncated' if encoded.truncated else ''})",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -23,11 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from medvlm.data.collate import load_sample_pixels
+from medvlm.data.collate import load_sample_images
+from medvlm.data.image_inputs import concat_image_tensors
 from medvlm.data.images import ImagePreparer, PixelCache
 from medvlm.data.records import Sample
 from medvlm.errors import MedvlmError
-from medvlm.model.build import num_image_tokens
+from medvlm.model.families import family_of
+from medvlm.model.prompting import TrainedPrompt
 from medvlm.recipe import Recipe
 from medvlm.rundir import StageDir
 from medvlm.train.saving import save_final_model
@@ -39,35 +41,40 @@ MAX_FLAT_FEATURES = 1 << 16
 
 
 class ContrastiveVisionModel(nn.Module):
-    """Wraps a LLaVA model's vision tower with the two projection heads of a CLIP objective."""
+    accepts_loss_kwargs = False  # the Trainer must not pass num_items_in_batch into **images
 
-    def __init__(self, llava: nn.Module, vocab_size: int, embed_dim: int = 64) -> None:
+    """Wraps a model's vision tower with the two projection heads of a CLIP objective.
+
+    ``example``: the image tensors of one sample, to size the image head (the tower's feature count
+    for the data's images; the family says how its tower reads them).
+    """
+
+    def __init__(self, model: nn.Module, vocab_size: int, example: dict[str, torch.Tensor],
+                 embed_dim: int = 64) -> None:
         super().__init__()
-        config = llava.config
-        tokens = num_image_tokens(config)
-        flat = tokens * config.vision_config.hidden_size
+        self.model_config = model.config
+        self.family = family_of(model.config)
+        self.vision_tower = self.family.vision_tower(model)
+        with torch.no_grad():
+            features = self.family.tower_features(self.vision_tower, self.model_config, example)
+        tokens, hidden = features.shape[-2:]
+        flat = tokens * hidden
         if flat > MAX_FLAT_FEATURES:
             raise MedvlmError(f"contrastive pretraining is for tiny vision towers ({tokens} tokens × "
-                              f"{config.vision_config.hidden_size} features is too large); real towers "
+                              f"{hidden} features is too large); real towers "
                               "come pretrained: start from a CLIP/SigLIP checkpoint instead")
-        self.vision_tower = llava.model.vision_tower
-        self.feature_layer = config.vision_feature_layer
-        self.drop_cls = config.vision_feature_select_strategy == "default" and \
-            config.vision_config.model_type == "clip_vision_model"
         self.image_head = nn.Linear(flat, embed_dim)
         self.text_embed = nn.EmbeddingBag(vocab_size, embed_dim, mode="mean")
         self.text_head = nn.Linear(embed_dim, embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
 
-    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        hidden = self.vision_tower(pixel_values, output_hidden_states=True).hidden_states[self.feature_layer]
-        if self.drop_cls:
-            hidden = hidden[:, 1:]
+    def image_features(self, images: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self.family.tower_features(self.vision_tower, self.model_config, images)
         return F.normalize(self.image_head(hidden.flatten(1)), dim=-1)
 
-    def forward(self, pixel_values: torch.Tensor, text_ids: torch.Tensor,
-                text_offsets: torch.Tensor) -> dict[str, torch.Tensor]:
-        images = self.image_features(pixel_values)
+    def forward(self, text_ids: torch.Tensor, text_offsets: torch.Tensor,
+                **images: torch.Tensor) -> dict[str, torch.Tensor]:
+        images = self.image_features(images)
         texts = F.normalize(self.text_head(self.text_embed(text_ids, text_offsets)), dim=-1)
         logits = self.logit_scale.exp().clamp(max=100.0) * images @ texts.T
         target = torch.arange(len(images), device=logits.device)
@@ -104,14 +111,17 @@ class CaptionPairs(Dataset):
         return sum(self.lengths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"images": self.images(index), "text": torch.tensor(self.captions[index])}
+
+    def images(self, index: int) -> dict[str, torch.Tensor]:
+        """The tensors of the sample's first image (a pair is one image and its caption)."""
         sample = self.samples[index]
-        return {"pixel_values": load_sample_pixels(sample, self.preparer, self.cache)[0],
-                "text": torch.tensor(self.captions[index])}
+        return load_sample_images(replace(sample, images=sample.images[:1]), self.preparer, self.cache)
 
 
 def collate_pairs(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     lengths = torch.tensor([len(item["text"]) for item in items])
-    return {"pixel_values": torch.stack([item["pixel_values"] for item in items]),
+    return {**concat_image_tensors([item["images"] for item in items]),
             "text_ids": torch.cat([item["text"] for item in items]),
             "text_offsets": torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)[:-1]])}
 
@@ -125,12 +135,13 @@ class ContrastiveSetup(TrainingSetup):
 
     def save(self, trainer, processor, recipe: Recipe, out: StageDir, adapter: bool) -> None:
         if trainer.is_world_process_zero():
-            save_final_model(self.llava, processor, recipe.data.template, out)
+            save_final_model(self.llava, processor, TrainedPrompt.of(recipe.data), out)
 
 
 def contrastive_setup(recipe: Recipe, model, processor, samples: list[Sample], preparer: ImagePreparer,
                       ) -> TrainingSetup:
     pairs = CaptionPairs(samples, processor.tokenizer, preparer, PixelCache(recipe.data.image_cache_mb << 20))
     log.info("data: %d image-caption pairs", len(pairs))
-    return ContrastiveSetup(ContrastiveVisionModel(model, len(processor.tokenizer)), pairs, collate_pairs,
+    return ContrastiveSetup(ContrastiveVisionModel(model, len(processor.tokenizer), pairs.images(0)), pairs,
+                            collate_pairs,
                             {"total": len(samples), "kept": len(pairs)}, counts_tokens=False, llava=model)

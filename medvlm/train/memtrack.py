@@ -102,29 +102,45 @@ class PeakMemory:
         self.bytes = self._counter.peak
 
 
-def measure_training_peak(recipe: Recipe, *, steps: int = 2, device: str = "cpu", image_tokens: int = 16) -> int:
+def measure_training_peak(recipe: Recipe, *, steps: int = 2, device: str = "cpu") -> int:
     """Peak bytes of ``steps`` AdamW steps on one full-length synthetic batch of ``recipe``'s model.
 
     The model is built as a medvlm stage builds it (:func:`medvlm.train.setup.prepare_model`:
-    quantisation, freeze plan, adapters, gradient checkpointing); the batch has ``data.max_length``
-    tokens per sample, ``image_tokens`` of them image positions (16 for the tiny presets); the optimizer
-    is the Trainer's default fused AdamW.
+    quantisation, freeze plan, adapters, gradient checkpointing); each sample is ``data.max_length``
+    tokens with one image — a grey square at the processor's base size
+    (:func:`medvlm.model.plan.reference_image_side`), prepared and collated as the model's family does
+    it (AnyRes tiles, ``image_grid_thw``, token types) — whose image positions follow the first token;
+    the optimizer is the Trainer's default fused AdamW.
     """
-    from medvlm.model.build import trainable_components
+    from PIL import Image
+
+    from medvlm.model.build import collator_for, image_tokens_for, preparer_for, trainable_components
+    from medvlm.model.families import family_of
+    from medvlm.model.plan import reference_image_side
     from medvlm.train.setup import prepare_model
 
-    model, _, _ = prepare_model(recipe, trainable_components(recipe))
+    model, processor, _ = prepare_model(recipe, trainable_components(recipe))
+    config = model.config
     if recipe.train.gradient_checkpointing:  # the Trainer enables it from its arguments; here, by hand
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.to(device).train()
     generator = torch.Generator().manual_seed(0)
     batch, length = recipe.train.per_device_batch_size, recipe.data.max_length
-    ids = torch.randint(10, 500, (batch, length), generator=generator)
-    ids[:, 1:1 + image_tokens] = model.config.image_token_id
-    side = model.config.vision_config.image_size
-    tower_dtype = next(p.dtype for n, p in model.named_parameters() if "vision_tower" in n)
-    pixels = torch.randn(batch, 3, side, side, generator=generator).to(tower_dtype)
-    inputs = {"input_ids": ids.to(device), "pixel_values": pixels.to(device), "labels": ids.to(device)}
+    side = reference_image_side(config, processor)
+    preparer = preparer_for(config, processor, "pad")
+    image = preparer.prepare([Image.new("RGB", (side, side), (128, 128, 128))])
+    tokens = image_tokens_for(config, processor)
+    image_token_id = processor.tokenizer.convert_tokens_to_ids(tokens.token)
+    count = tokens.count((side, side))
+    items = []
+    for _ in range(batch):
+        ids = torch.randint(10, 500, (length,), generator=generator)
+        ids[1:1 + count] = image_token_id
+        items.append({"input_ids": ids, "labels": ids.clone(), **image})
+    family = family_of(config)
+    tower_dtype = next(p.dtype for n, p in model.named_parameters() if family.component_of(n) == "vision_tower")
+    inputs = {key: value.to(device) for key, value in collator_for(config, processor)(items).items()}
+    inputs["pixel_values"] = inputs["pixel_values"].to(tower_dtype)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
     with PeakMemory(device, model, optimizer) as peak:
         for _ in range(steps):

@@ -16,13 +16,22 @@ from typing import Any
 import torch
 from transformers import ProcessorMixin
 
-from medvlm.data.collate import Collator, ConversationEncoder, SupervisedDataset
+from medvlm.data.collate import SupervisedDataset
 from medvlm.data.images import ImagePreparer, PixelCache
 from medvlm.data.records import Sample
 from medvlm.data.templates import get_template
 from medvlm.errors import DataError
 from medvlm.model.adapters import apply_lora, set_base_reference
-from medvlm.model.build import DTYPES, FreezeSummary, apply_freeze_plan, load_model, num_image_tokens, summarize
+from medvlm.model.build import (
+    DTYPES,
+    FreezeSummary,
+    apply_freeze_plan,
+    collator_for,
+    encoder_for,
+    load_model,
+    summarize,
+)
+from medvlm.model.prompting import TrainedPrompt
 from medvlm.model.quant import quantization_config
 from medvlm.recipe import Recipe
 from medvlm.rundir import StageDir
@@ -59,19 +68,18 @@ class TrainingSetup:
     counts_tokens: bool = True  # the Trainer counts non-padding input tokens
 
     def save(self, trainer, processor, recipe: Recipe, out: StageDir, adapter: bool) -> None:
-        save_trained(trainer, processor, recipe.data.template, out, adapter=adapter)
+        save_trained(trainer, processor, TrainedPrompt.of(recipe.data), out, adapter=adapter)
 
 
 def supervised_setup(recipe: Recipe, model, processor, samples: list[Sample], preparer: ImagePreparer,
                      ) -> TrainingSetup:
     """Conversations, tokenised with the recipe's template and label mask."""
-    encoder = ConversationEncoder(processor.tokenizer, get_template(recipe.data.template),
-                                  num_image_tokens(model.config), recipe.data.max_length,
-                                  recipe.data.system_prompt)
+    encoder = encoder_for(model.config, processor, get_template(recipe.data.template), recipe.data.max_length,
+                          recipe.data.system_prompt)
     dataset = SupervisedDataset(samples, encoder, preparer, PixelCache(recipe.data.image_cache_mb << 20))
     if not len(dataset):
         raise DataError(f"every sample was rejected as too long for max_length {recipe.data.max_length}",
                         file=recipe.source_file)
     log.info("data: %d samples (%d truncated, %d rejected as too long)", len(dataset),
              dataset.report.truncated, len(dataset.report.rejected))
-    return TrainingSetup(model, dataset, Collator(processor.tokenizer.pad_token_id), dataset.report.summary())
+    return TrainingSetup(model, dataset, collator_for(model.config, processor), dataset.report.summary())

@@ -1,14 +1,15 @@
 """Run one training stage from a recipe.
 
-The output directory's files are named in :mod:`medvlm.rundir` (every file written atomically);
-``DIR/model`` appears only when training finished, so its presence means "stage complete".
+The output directory is prepared by :mod:`medvlm.train.outputs` and its files are named in
+:mod:`medvlm.rundir` (every file written atomically); ``DIR/model`` appears only when training
+finished, so its presence means "stage complete".
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import shutil
+import pickle
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -18,22 +19,22 @@ from typing import Any
 import torch
 from transformers import set_seed
 
-from medvlm.data.images import ImagePreparer
+from medvlm.claims import claim
 from medvlm.data.reading import read_samples
 from medvlm.data.records import Sample
 from medvlm.distributed import barrier, forget_deepspeed_config, zero_stage
-from medvlm.errors import DataError, MedvlmError
+from medvlm.errors import DataError, MedvlmError, ModelError
 from medvlm.io import write_json, write_text
 from medvlm.model.adapters import check_peft_plan
-from medvlm.model.build import trainable_components
+from medvlm.model.build import preparer_for, trainable_components
 from medvlm.provenance import provenance
 from medvlm.recipe import Recipe
-from medvlm.rundir import StageDir
 from medvlm.train.arguments import training_arguments, training_callbacks
 from medvlm.train.contrastive import contrastive_setup
+from medvlm.train.outputs import prepare_output_dir
 from medvlm.train.saving import finish_adapter_run
 from medvlm.train.setup import prepare_model, supervised_setup
-from medvlm.train.trainer import LossPlugin, MedvlmTrainer, latest_checkpoint
+from medvlm.train.trainer import LossPlugin, MedvlmTrainer, latest_checkpoint, unloadable_checkpoint_file
 
 log = logging.getLogger("medvlm")
 
@@ -47,36 +48,31 @@ class StageResult:
     summary: dict[str, Any]
 
 
-def prepare_output_dir(recipe: Recipe, resume: bool) -> StageDir:
-    out = StageDir(recipe.output_dir)
-    if out.root.exists() and recipe.output.overwrite and not resume:
-        shutil.rmtree(out.root)
-    if out.model.exists() and not resume:
-        raise MedvlmError(f"{out.root}: this stage already finished (model/ exists); choose another output.dir "
-                          "or set output.overwrite=true")
-    if latest_checkpoint(out.checkpoints) and not resume:
-        raise MedvlmError(f"{out.root}: holds checkpoints of an interrupted run; pass --resume to continue it "
-                          "or set output.overwrite=true to start again")
-    out.root.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPlugin] | None = None,
               extra_samples: list[Sample] | None = None, held_out: Collection[str] = ()) -> StageResult:
     """Train one stage as the recipe says; returns where the final model is.
 
     ``extra_samples`` join the recipe's training data (continual learning: replayed samples of
     earlier tasks, UIR's unlabeled inquiries); samples whose id is in ``held_out`` are left out (a
-    validation slice the stage must not train on). Both are counted in ``data_report.json``.
+    validation slice the stage must not train on). Both are counted in ``data_report.json``. The
+    output directory is claimed (:mod:`medvlm.claims`) for the whole run.
     """
     if not recipe.data.train:
         raise MedvlmError(f"{recipe.source_file or 'recipe'}: data.train lists no dataset to train on")
     trainable = trainable_components(recipe)
     check_peft_plan(recipe.peft, trainable, zero_stage=zero_stage(recipe.train.deepspeed))  # before any load
+    with claim(recipe.output_dir):
+        return _run_stage(recipe, trainable, resume=resume, loss_plugins=loss_plugins, extra_samples=extra_samples,
+                          held_out=held_out)
+
+
+def _run_stage(recipe: Recipe, trainable: tuple[str, ...], *, resume: bool, loss_plugins: list[LossPlugin] | None,
+               extra_samples: list[Sample] | None, held_out: Collection[str]) -> StageResult:
     out = prepare_output_dir(recipe, resume)
     write_text(out.recipe, recipe.to_yaml())
     data_paths = [spec.path for spec in recipe.data.train if spec.path and Path(spec.path).is_file()]
-    write_json(out.provenance, provenance(data_paths, recipe=recipe.source_file, stage=recipe.train.stage))
+    write_json(out.provenance, provenance(data_paths, recipe=recipe.source_file, stage=recipe.train.stage,
+                                          trust_remote_code=recipe.model.trust_remote_code))
     set_seed(recipe.train.seed)
 
     model, processor, freeze = prepare_model(recipe, trainable)
@@ -91,7 +87,7 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
         samples = samples + list(extra_samples)
     if not samples:
         raise DataError("the training sources yielded no samples", file=recipe.source_file)
-    preparer = ImagePreparer(processor.image_processor, recipe.data.image_aspect_ratio)
+    preparer = preparer_for(model.config, processor, recipe.data.image_aspect_ratio)
     setup = SETUPS.get(recipe.train.stage, supervised_setup)(recipe, model, processor, samples, preparer)
     write_json(out.data_report, {"sources": reports, "encoding": setup.report})
     log.info("%s", freeze.describe())
@@ -107,7 +103,15 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
     if resume:
         log.info("resuming from %s", checkpoint or "the start (no checkpoint found)")
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    except pickle.UnpicklingError:
+        if checkpoint is None:
+            raise
+        bad = unloadable_checkpoint_file(checkpoint)
+        raise ModelError(f"{bad or checkpoint}: not plain tensors (torch's weights-only loader refused it; nothing "
+                         "in it was run); delete this checkpoint and resume from an earlier one, or start "
+                         "again without --resume") from None
     wall = time.perf_counter() - started
     samples_used, tokens_used = len(setup.dataset), setup.dataset.num_tokens()
     is_main = trainer.is_world_process_zero()

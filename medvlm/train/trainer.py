@@ -3,7 +3,7 @@
 What it adds:
 
 * a separate projector learning rate (LLaVA-1.5 LoRA recipes train the projector at 2e-5 while
-  the adapters get 2e-4);
+  the adapters get 2e-4); the projector's parameters are the model family's;
 * LLaVA's modality- and length-grouped batching;
 * loss plugins — continual-learning terms such as UIR, LwF or EWC — added to the language-model
   loss with the same gradient-accumulation scaling, and logged under their own names (plugins see
@@ -32,6 +32,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from medvlm.data.collate import IGNORE_INDEX, ModalityLengthGroupedSampler
+from medvlm.io import run_token
+from medvlm.model.families import family_of_model
 
 
 @runtime_checkable
@@ -69,10 +71,12 @@ class MedvlmTrainer(Trainer):
             return super().create_optimizer(model) if self.optimizer is None else self.optimizer
         model = model if model is not None else self.model
         decay = set(self.get_decay_parameter_names(model))
+        family = family_of_model(model)  # None for a wrapper without a config (contrastive stage)
         groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
         for name, param in model.named_parameters():
             if param.requires_grad:
-                groups.setdefault(("multi_modal_projector" in name, name in decay), []).append(param)
+                is_projector = family is not None and family.component_of(name) == "projector"
+                groups.setdefault((is_projector, name in decay), []).append(param)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
         param_groups = [
             {"params": params, "weight_decay": self.args.weight_decay if has_decay else 0.0,
@@ -143,7 +147,7 @@ class MedvlmTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         run_dir = super()._get_output_dir(trial)
         folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging = os.path.join(run_dir, ".staging")
+        staging = os.path.join(run_dir, f".staging-{run_token()}")
         if self.args.should_save:
             shutil.rmtree(staging, ignore_errors=True)  # leftovers of a killed save
             os.makedirs(staging, exist_ok=True)
@@ -177,6 +181,37 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def unloadable_checkpoint_file(checkpoint: str | Path) -> Path | None:
+    """The first training-state file of a checkpoint (RNG, scheduler, scaler, optimizer: the files the
+    Trainer loads with ``weights_only``) that torch's weights-only loader refuses.
+
+    Called only after resuming failed with ``UnpicklingError``, to name the file in the error; the
+    small files are tried first.
+    """
+    from transformers.trainer_pt_utils import safe_globals  # the numpy allow-list the Trainer loads RNG states with
+
+    files = sorted(Path(checkpoint).glob("*.pt*"), key=lambda file: (file.name.startswith("optimizer"), file.name))
+    with safe_globals():
+        return next((file for file in files if _refused_by_weights_only(file)), None)
+
+
+def _refused_by_weights_only(file: Path) -> bool:
+    """Whether torch's weights-only loader refuses ``file`` (an unreadable file is not what failed here)."""
+    import pickle
+
+    for mmap in (True, False):  # mmap needs a zip archive, which a hand-made pickle is not
+        try:
+            torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+            return False
+        except pickle.UnpicklingError:
+            return True
+        except RuntimeError:
+            continue
+        except (OSError, EOFError, ValueError):
+            return False
+    return False
 
 
 def latest_checkpoint(run_dir: str | Path) -> str | None:

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "medvlm"
 # lowest first; a module belongs to the first entry that is it or a package above it
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("medvlm", "medvlm.errors", "medvlm.io", "medvlm.registry", "medvlm.provenance",
-                    "medvlm.distributed", "medvlm.rundir", "medvlm.resources")),
+                    "medvlm.distributed", "medvlm.rundir", "medvlm.resources", "medvlm.claims", "medvlm.bounds")),
     ("recipe", ("medvlm.recipe",)),
     ("data", ("medvlm.data",)),
     ("model", ("medvlm.model",)),

@@ -14,7 +14,8 @@ or ``conversations`` (LLaVA ``[{from, value}]`` turns). Images may be a ``datase
 (``{bytes, path}``), raw bytes, a path relative to ``image_root``, a list of those, or null
 (text-only). Embedded image bytes are written once, content-addressed, into ``image_cache``
 (default ``$MEDVLM_CACHE/images`` or ``~/.cache/medvlm/images``) so the rest of medvlm can treat
-them as files. Without an ``answer_type`` column, yes/no answers are CLOSED and the rest OPEN
+them as files; embedded DICOM is cached as the PNG of its pixels, never as DICOM (PHI). Without an
+``answer_type`` column, yes/no answers are CLOSED and the rest OPEN
 (``closed_rule: yesno``; ``none`` leaves it unset). ``dataset_name`` sets ``meta.dataset``.
 """
 
@@ -52,8 +53,6 @@ def default_image_cache() -> Path:
 
 
 def _sniff_suffix(data: bytes, name: str | None) -> str:
-    if data[128:132] == b"DICM":
-        return ".dcm"  # DICOM must keep its suffix: load_image dispatches on it
     if name and Path(name).suffix:
         return Path(name).suffix.lower()
     for magic, suffix in ((b"\xff\xd8", ".jpg"), (b"\x89PNG", ".png"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
@@ -64,8 +63,26 @@ def _sniff_suffix(data: bytes, name: str | None) -> str:
 
 
 def store_image_bytes(data: bytes, cache: Path, name: str | None = None) -> str:
-    """Write embedded image bytes once under a content hash; returns the file name inside ``cache``."""
-    file_name = hashlib.sha256(data).hexdigest()[:40] + _sniff_suffix(data, name)
+    """Write embedded image bytes once under a content hash; returns the file name inside ``cache``.
+
+    DICOM bytes are decoded (:mod:`medvlm.data.dicom`, the file's own window) and only their pixels
+    are cached, as PNG: the DICOM header (patient name and id, dates, institution) never reaches disk.
+    The hash is of the original bytes, so the same DICOM is decoded once.
+    """
+    digest = hashlib.sha256(data).hexdigest()[:40]
+    if data[128:132] == b"DICM":
+        target = cache / f"{digest}.png"
+        if not target.is_file():
+            from medvlm.data.dicom import dicom_bytes_to_png
+
+            try:
+                png = dicom_bytes_to_png(data, name or f"embedded DICOM {digest[:12]}")
+            except DataError as exc:
+                raise Invalid(exc.detail, "image") from None
+            with atomic_open(target, "wb") as handle:
+                handle.write(png)
+        return target.name
+    file_name = digest + _sniff_suffix(data, name)
     target = cache / file_name
     if not target.is_file():
         with atomic_open(target, "wb") as handle:

@@ -1,0 +1,113 @@
+"""Data, answer and model files that end in tracebacks unless handled (issue 11)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from medvlm.errors import DataError, ModelError
+from medvlm.model.build import load_pretrained
+from tests.helpers.data_fixtures import write_image
+
+
+def _record(qid: str, image: str = "a.png") -> dict:
+    return {"id": qid, "image": image, "conversations": [
+        {"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "red"}]}
+
+
+def test_deeply_nested_json_is_a_clear_error(cli, tmp_path: Path) -> None:
+    data = tmp_path / "deep.json"
+    data.write_text("[" * 100_000 + "]" * 100_000)
+    cli("data", "inspect", "--dataset", "llava", "--path", data).refused(
+        f"{data}: JSON nested too deeply to read", within=3)
+    lines = tmp_path / "deep.jsonl"
+    lines.write_text(json.dumps(_record("1")) + "\n" + '{"id": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    cli("data", "inspect", "--dataset", "llava", "--path", lines).refused(
+        f"{lines}: record line 2: JSON nested too deeply to read", within=3)
+
+
+def test_non_utf8_jsonl_names_the_file_and_line(cli, tmp_path: Path) -> None:
+    data = tmp_path / "latin1.jsonl"
+    data.write_bytes(json.dumps(_record("1")).encode() + b"\n" + '{"id": "caf\xe9"}'.encode("latin-1") + b"\n")
+    cli("data", "inspect", "--dataset", "llava", "--path", data).refused(
+        f"{data}: record line 2: not UTF-8 text (byte 11: invalid continuation byte)", within=3)
+
+
+def test_non_utf8_answers_are_counted_never_replaced(cli, tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png")
+    data = tmp_path / "test.json"
+    data.write_text(json.dumps([_record("1"), _record("2")]))
+    answers = tmp_path / "answers.jsonl"
+    answers.write_bytes(b'{"question_id": "1", "text": "red"}\n{"question_id": "2", "text": "r\xe9d"}\n')
+    common = ("score", "--dataset", "llava", "--path", data, "--predictions", answers, "--bootstrap", "0")
+    cli(*common, "--output", tmp_path / "s.json").refused(f"{answers}: record line 2: not UTF-8 text", within=5)
+    assert cli(*common, "--output", tmp_path / "s.json", "--on-bad-record", "skip").status == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["input_problems"]["count"] == 1 and "\ufffd" not in (tmp_path / "s.json").read_text()
+
+
+def test_an_output_path_that_is_a_directory_or_under_a_file(cli, tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png")
+    data = tmp_path / "test.json"
+    data.write_text(json.dumps([_record("1")]))
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("keep")
+    convert = ("data", "convert", "--dataset", "llava", "--path", data, "--output")
+    cli(*convert, tmp_path).refused(f"{tmp_path}: is a directory; give a file path", within=3)
+    cli(*convert, blocker / "o.json").refused(f"{blocker / 'o.json'}: cannot be created: {blocker} is a file",
+                                              within=3)
+    predict = ("predict", "--model", tmp_path, "--dataset", "llava", "--path", data, "--output")
+    cli(*predict, tmp_path / "a.png" / "x.jsonl").refused("is a file, not a directory", within=5)
+    assert blocker.read_text() == "keep"
+
+
+def test_truncated_model_files_and_auto_map_are_model_errors(tmp_path: Path, micro_model_dir: Path, caplog) -> None:
+    config = tmp_path / "cfg" / "config.json"
+    shutil.copytree(micro_model_dir, config.parent)
+    config.write_text(config.read_text()[:300])
+    with pytest.raises(DataError, match=rf"{config}: not valid JSON at line \d+ column \d+"):
+        load_pretrained(config.parent)
+    weights = tmp_path / "st" / "model.safetensors"
+    shutil.copytree(micro_model_dir, weights.parent)
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelError, match=f"{weights.parent}: cannot load model or processor: SafetensorError"):
+        load_pretrained(weights.parent)
+    custom = tmp_path / "custom"
+    shutil.copytree(micro_model_dir, custom)
+    settings = json.loads((custom / "config.json").read_text())
+    (custom / "config.json").write_text(json.dumps({**settings, "auto_map": {"AutoConfig": "x.Cfg"}}))
+    with pytest.raises(ModelError, match=f"{custom / 'config.json'}: key 'auto_map': the directory ships its own"):
+        load_pretrained(custom)
+    with caplog.at_level(logging.WARNING, logger="medvlm"):
+        load_pretrained(micro_model_dir, trust_remote_code=True)
+    assert f"trust_remote_code is true: Python code shipped in {micro_model_dir.resolve()} will run" in caplog.text
+
+
+def test_messages_do_not_repeat_their_location() -> None:
+    inner = DataError("image path '../x.png' leaves the image root", key="image")
+    outer = DataError(str(inner), file="train.json", record="7", key="image")
+    assert str(outer) == "train.json: record 7: key 'image': image path '../x.png' leaves the image root"
+
+
+def test_convert_llava_names_a_truncated_safetensors_file(cli, tmp_path: Path) -> None:
+    src = tmp_path / "llava-med"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"model_type": "llava_llama", "mm_hidden_size": 8, "hidden_size": 8}))
+    (src / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    cli("convert-llava", src, tmp_path / "out").refused(
+        f"{src / 'model.safetensors'}: not a readable safetensors file (SafetensorError", within=5)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_deeply_nested_answer_line_is_a_counted_problem(cli, tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png")
+    data = tmp_path / "test.json"
+    data.write_text(json.dumps([_record("1")]))
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text('{"question_id": "1", "text": "red"}\n{"question_id": ' + "[" * 50_000 + "]" * 50_000 + "}\n")
+    cli("score", "--dataset", "llava", "--path", data, "--predictions", answers, "--output", tmp_path / "s.json",
+        "--bootstrap", "0").refused(f"{answers}: record line 2: JSON nested too deeply to read", within=5)

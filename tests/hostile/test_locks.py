@@ -1,0 +1,72 @@
+"""One run per output directory, and staging paths no other run shares (issue 11)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medvlm import claims
+from medvlm.errors import OutputError
+from medvlm.io import LOCK_FILE, unique_staging
+
+
+def _lock(directory: Path, pid: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / LOCK_FILE
+    lock.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": "2026-01-01T00:00:00+00:00"}))
+    return lock
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_second_run_is_refused_naming_the_holder(cli, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    holder = os.getppid()  # a live process that is not this one
+    _lock(out, holder)
+    (out / "recipe.resolved.yaml").write_text("name: first\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "second", "model": {"preset": "micro-clip-llama"},
+                                      "data": {"train": [{"dataset": "llava", "path": str(tmp_path / "d.json")}]},
+                                      "output": {"dir": str(out)}}))
+    cli("train", recipe).refused(f"{out.resolve()}: in use by another medvlm run (pid {holder} on host "
+                                 f"{socket.gethostname()}", within=3)
+    assert (out / "recipe.resolved.yaml").read_text() == "name: first\n"  # the first run's files untouched
+    assert json.loads((out / LOCK_FILE).read_text())["pid"] == holder
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path: Path) -> None:
+    lock = _lock(tmp_path / "out", _dead_pid())
+    with claims.claim(tmp_path / "out"):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        with claims.claim(tmp_path / "out"):  # re-entrant: a pipeline's stage inside its own claim
+            pass
+        assert lock.exists()
+    assert not lock.exists()
+
+
+def test_a_lock_from_another_host_is_never_guessed_stale(tmp_path: Path) -> None:
+    lock = _lock(tmp_path / "out", _dead_pid())
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    with pytest.raises(OutputError, match="pid 1 on host elsewhere"):
+        claims.acquire(tmp_path / "out")
+
+
+def test_staging_paths_are_unique_per_run(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    name = unique_staging(tmp_path / "model").name
+    assert name == f".model.staging-{socket.gethostname()}-{os.getpid()}"
+    monkeypatch.setenv("WORLD_SIZE", "2")  # all processes of one distributed run share the staging path
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29511")
+    assert unique_staging(tmp_path / "model").name == ".model.staging-10.0.0.1-29511"

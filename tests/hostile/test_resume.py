@@ -1,0 +1,40 @@
+"""A resumed checkpoint whose training-state files are not plain tensors (issue 11)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+
+from medvlm.io import LOCK_FILE, MARKER
+from tests.helpers.data_fixtures import write_image, write_json
+
+
+def test_a_poisoned_optimizer_file_is_named_not_unpickled(cli, tmp_path: Path) -> None:
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / "images" / name, size=(16, 16))
+    data = write_json(tmp_path / "train.json", [
+        {"id": name, "image": f"{name}.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "red"}]}
+        for name in ("a", "b")])
+    out = tmp_path / "out"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": {"preset": "micro-clip-llama"},
+        "data": {"train": [{"dataset": "llava", "path": str(data), "image_root": str(tmp_path / "images")}]},
+        "train": {"max_steps": 2, "save_steps": 1, "per_device_batch_size": 1, "tensorboard": False},
+        "output": {"dir": str(out)}}))
+    assert cli("train", recipe).status == 0
+    assert not (out / LOCK_FILE).exists() and json.loads((out / MARKER).read_text())["kind"] == "run"
+    assert json.loads((out / "provenance.json").read_text())["trust_remote_code"] is False
+
+    shutil.rmtree(out / "model")  # an interrupted run: resume from its last checkpoint
+    checkpoint = out / "checkpoints" / "checkpoint-2"
+    torch.save(argparse.Namespace(payload="not a tensor"), checkpoint / "optimizer.pt")
+    result = cli("train", recipe, "--resume")
+    result.refused(f"{checkpoint / 'optimizer.pt'}: not plain tensors", "nothing in it was run", within=30)
+    assert not (out / LOCK_FILE).exists()  # released on the error path too
