@@ -84,7 +84,7 @@ def ship(pipeline: Pipeline, model_dir: Path, destination: str | Path = GENERAL_
     destination = Path(destination)
     staging = destination.with_name(f".{destination.name}-staging")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(model_dir, staging)
+    shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns(MARKER))  # a resource, not a run's output
     write_json(staging / BUILD_RECORD, build_record(pipeline))
     sums = write_manifest(staging)
     replace_dir(staging, destination)
@@ -92,9 +92,8 @@ def ship(pipeline: Pipeline, model_dir: Path, destination: str | Path = GENERAL_
 
 
 def model_digests(sums: dict[str, str]) -> dict[str, str]:
-    """The manifest entries of the model itself (what a rebuild must reproduce), without the build record
-    and medvlm's output marker."""
-    return {name: digest for name, digest in sums.items() if name not in (BUILD_RECORD, MANIFEST, MARKER)}
+    """The manifest entries of the model itself (what a rebuild must reproduce), without the build record."""
+    return {name: digest for name, digest in sums.items() if name not in (BUILD_RECORD, MANIFEST)}
 
 
 def main(argv: list[str] | None = None) -> int:
