@@ -1,18 +1,18 @@
 """The demo curriculum guarded against forgetting: align → instruct → finetune as continual tasks
 (SAC with its ratio chosen per stage + UIR), several seeds, against the unguarded curriculum.
 
-From the tiny general base (``recipes/continual/general_base.yaml``, built once and shared: its
-``vision``, ``base`` and ``synthetic`` directories are linked into every run), each seed runs
-``recipes/demo/pipeline_guarded.yaml`` with that seed for the three adaptation stages; with
-``--unguarded`` the same seeds also run plain ``recipes/demo/pipeline.yaml`` stages (as a guarded
-pipeline with method seq-ft, so the same probes are answered after every stage). Finished runs are
-skipped, so the benchmark resumes.
+From the tiny general base medvlm ships (the one ``medvlm demo`` starts from; the synthetic data is
+generated once and linked into every run), each seed runs ``recipes/demo/pipeline_guarded.yaml`` with
+that seed for the three adaptation stages; with ``--unguarded`` the same seeds also run the plain
+curriculum (the same recipe with method seq-ft: no guard, the same probes answered after every
+stage). Finished runs are skipped, so the benchmark resumes, and runs of other seeds can go on in
+other processes (``--seeds 1``) and be collected by a last call with every seed.
 
 Reported per variant: mean ± sample std over seeds of the final model's medical strict closed
 accuracy and open exact match and of the general probe's open exact match (the issue's targets:
 ≥ 90, ≥ 80, ≥ 80), the per-stage table, and the SAC ratio chosen per stage with its sweep.
 
-    python bench/guarded_curriculum.py [--seeds 0 1 2] [--unguarded] [--threads 1] [override ...]
+    python bench/guarded_curriculum.py [--seeds 0 1 2] [--unguarded] [--threads 1] [--output F] [override ...]
 
 Writes bench/results/guarded_curriculum.json.
 """
@@ -34,20 +34,18 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
+from medvlm.data.synthetic import SyntheticSpec, materialise  # noqa: E402
 from medvlm.io import read_json, write_json  # noqa: E402
 from medvlm.provenance import provenance  # noqa: E402
+from medvlm.resources import general_base  # noqa: E402
+from medvlm.runs.guarded_demo import link_data  # noqa: E402
 from medvlm.runs.pipeline import load_pipeline, run_pipeline  # noqa: E402
 from medvlm.runs.probes import probe_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 TASK_STAGES = ("align", "instruct", "finetune")
-SHARED = ("vision", "base", "synthetic")  # built once by recipes/continual/general_base.yaml
 log = logging.getLogger("medvlm")
-
-
-def ensure_base(base_dir: Path) -> None:
-    run_pipeline(load_pipeline(REPO / "recipes" / "continual" / "general_base.yaml", [f"output.dir={base_dir}"]))
 
 
 def variant_overrides(variant: str) -> tuple[Path, list[str]]:
@@ -57,16 +55,13 @@ def variant_overrides(variant: str) -> tuple[Path, list[str]]:
     return REPO / "recipes" / "demo" / "pipeline_guarded.yaml", ["continual.method=seq-ft"]
 
 
-def run_one(variant: str, seed: int, base_dir: Path, work: Path, overrides: list[str]) -> dict:
+def run_one(variant: str, seed: int, data: Path, work: Path, overrides: list[str]) -> dict:
     out = work / variant / f"seed{seed}"
-    out.mkdir(parents=True, exist_ok=True)
-    for name in SHARED:
-        link = out / name
-        if not link.exists():
-            link.symlink_to((base_dir / name).resolve(), target_is_directory=True)
     recipe, own = variant_overrides(variant)
     seeds = [f"{stage}.train.seed={seed}" for stage in TASK_STAGES]
-    pipeline = load_pipeline(recipe, [f"output.dir={out}", *seeds, *own, *overrides])
+    pipeline = load_pipeline(recipe, [f"output.dir={out}", f"model.path={general_base()}", *seeds, *own,
+                                      *overrides])
+    link_data(pipeline, data)
     started = time.perf_counter()
     result = run_pipeline(pipeline, resume=True)
     assert result.continual is not None
@@ -93,7 +88,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--unguarded", action="store_true", help="also run the unguarded curriculum")
-    parser.add_argument("--base-dir", type=Path, default=REPO / "outputs" / "continual_base")
     parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "guarded_bench")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--output", type=Path, default=RESULTS / "guarded_curriculum.json")
@@ -102,7 +96,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr, force=True)
     if args.threads:
         torch.set_num_threads(args.threads)
-    ensure_base(args.base_dir)
+    data = args.work_dir / "synthetic"
+    materialise(str(data), SyntheticSpec())  # once, before any run links it
     variants = ["guarded", *(["unguarded"] if args.unguarded else [])]
     runs: dict[str, dict[int, dict]] = {v: {} for v in variants}
     failures = {}
@@ -111,7 +106,7 @@ def main() -> None:
             done = args.work_dir / variant / f"seed{seed}" / "bench_summary.json"
             try:
                 runs[variant][seed] = read_json(done) if done.is_file() else \
-                    run_one(variant, seed, args.base_dir, args.work_dir, args.overrides)
+                    run_one(variant, seed, data, args.work_dir, args.overrides)
             except Exception as exc:  # one broken run must not cost the others
                 failures[f"{variant}/seed{seed}"] = "".join(traceback.format_exception_only(exc)).strip()
                 log.error("%s seed %d failed:\n%s", variant, seed, traceback.format_exc())
@@ -136,7 +131,7 @@ def write_results(args, runs: dict[str, dict[int, dict]], failures: dict) -> Non
     result = {
         "benchmark": "guarded_curriculum",
         "setup": {"recipe": "recipes/demo/pipeline_guarded.yaml", "overrides": args.overrides, "seeds": args.seeds,
-                  "base": str(args.base_dir), "work_dir": str(args.work_dir),
+                  "base": "the shipped general base (medvlm/resources/general_base)", "work_dir": str(args.work_dir),
                   "targets": "final model: medical strict closed >= 90, medical open exact >= 80, general open exact "
                              ">= 80 (percent)",
                   "unguarded_reference_from_the_issue": {"medical_closed": 93.0, "medical_open": 97.4,

@@ -13,13 +13,26 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from medvlm.claims import claim
 from medvlm.eval.report import build_report
 from medvlm.io import write_json
 from medvlm.resources import recipes_dir
-from medvlm.runs.pipeline import load_pipeline, run_pipeline
+from medvlm.runs.pipeline import Pipeline, load_pipeline, run_pipeline
 from medvlm.runs.probes import stage_summary
+from medvlm.train.outputs import claim_output_dir
 
 GUARDED = "guarded"  # the guarded run's directory under the demo's
+
+
+def link_data(pipeline: Pipeline, data: Path) -> None:
+    """Make ``OUT/synthetic`` of ``pipeline`` a link to already generated synthetic data; the output
+    directory is claimed for the pipeline first (a folder holding only the link would otherwise be
+    taken for someone else's)."""
+    out, link = pipeline.output_dir, pipeline.output_dir / data.name
+    with claim(out):
+        claim_output_dir(out, pipeline.recipe, "pipeline run")
+        if data.is_dir() and not link.exists():
+            link.symlink_to(data.resolve(), target_is_directory=True)
 
 
 def run_guarded_demo(plain_out: str | Path, base_dir: str | Path, overrides: list[str] | None = None,
@@ -32,10 +45,7 @@ def run_guarded_demo(plain_out: str | Path, base_dir: str | Path, overrides: lis
     recipe_path = Path(recipe) if recipe else recipes_dir() / "demo" / "pipeline_guarded.yaml"
     pipeline = load_pipeline(recipe_path, [f"output.dir={out}", f"model.path={base_dir}", "model.preset=null",
                                            *(overrides or [])])
-    out.mkdir(parents=True, exist_ok=True)
-    data, link = plain_out / "synthetic", out / "synthetic"
-    if data.is_dir() and not link.exists():
-        link.symlink_to(data.resolve(), target_is_directory=True)
+    link_data(pipeline, plain_out / "synthetic")
     run_pipeline(pipeline)
     summary, table = stage_summary(out)
     write_json(out / "summary.json", summary)
