@@ -3,8 +3,9 @@
 
 From the tiny general base medvlm ships (the one ``medvlm demo`` starts from; the synthetic data is
 generated once and linked into every run), each seed runs ``recipes/demo/pipeline_guarded.yaml`` with
-that seed for the three adaptation stages; with ``--unguarded`` the same seeds also run the plain
-curriculum (the same recipe with method seq-ft: no guard, the same probes answered after every
+that seed for the three adaptation stages; ``--variants`` adds the plain curriculum (``unguarded``:
+the same recipe with method seq-ft, no guard, the same probes answered after every stage) and the
+data-mixing baseline (``rehearsal``: no guard, general VQA questions mixed into the finetune
 stage). Finished runs are skipped, so the benchmark resumes, and runs of other seeds can go on in
 other processes (``--seeds 1``) and be collected by a last call with every seed.
 
@@ -12,7 +13,8 @@ Reported per variant: mean ± sample std over seeds of the final model's medical
 accuracy and open exact match and of the general probe's open exact match (the issue's targets:
 ≥ 90, ≥ 80, ≥ 80), the per-stage table, and the SAC ratio chosen per stage with its sweep.
 
-    python bench/guarded_curriculum.py [--seeds 0 1 2] [--unguarded] [--threads 1] [--output F] [override ...]
+    python bench/guarded_curriculum.py [--seeds 0 1 2] [--variants guarded unguarded rehearsal]
+        [--threads 1] [--output F] [override ...]
 
 Writes bench/results/guarded_curriculum.json.
 """
@@ -32,7 +34,10 @@ from pathlib import Path
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 import torch  # noqa: E402
+from continual_forgetting import paired  # noqa: E402
 
 from medvlm.data.synthetic import SyntheticSpec, materialise  # noqa: E402
 from medvlm.io import read_json, write_json  # noqa: E402
@@ -48,11 +53,22 @@ TASK_STAGES = ("align", "instruct", "finetune")
 log = logging.getLogger("medvlm")
 
 
+GENERAL_REHEARSAL = 1500  # general VQA training questions mixed into the finetune stage ("rehearsal")
+
+
 def variant_overrides(variant: str) -> tuple[Path, list[str]]:
+    """The recipe and overrides of a variant: ``guarded`` (SAC auto + UIR), ``unguarded`` (the plain
+    curriculum: no guard, the same probes after every stage), ``rehearsal`` (no guard, but the finetune
+    stage also trains on general VQA questions: the data-mixing baseline the guards are measured against)."""
+    recipe = REPO / "recipes" / "demo" / "pipeline_guarded.yaml"
     if variant == "guarded":
-        return REPO / "recipes" / "demo" / "pipeline_guarded.yaml", []
-    # the plain curriculum, with the guarded recipe's probes after every stage and no guard
-    return REPO / "recipes" / "demo" / "pipeline_guarded.yaml", ["continual.method=seq-ft"]
+        return recipe, []
+    if variant == "unguarded":
+        return recipe, ["continual.method=seq-ft"]
+    source = "{dataset: synthetic, path: '${output_dir}/synthetic', split: train"
+    mixed = (f"finetune.data.train=[{source}, options: {{subset: medical_vqa}}}}, "
+             f"{source}, limit: {GENERAL_REHEARSAL}, options: {{subset: general_vqa}}}}]")
+    return recipe, ["continual.method=seq-ft", mixed]
 
 
 def run_one(variant: str, seed: int, data: Path, work: Path, overrides: list[str]) -> dict:
@@ -87,7 +103,8 @@ def mean_std(values: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--unguarded", action="store_true", help="also run the unguarded curriculum")
+    parser.add_argument("--variants", nargs="+", choices=["guarded", "unguarded", "rehearsal"],
+                        default=["guarded"])
     parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "guarded_bench")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--output", type=Path, default=RESULTS / "guarded_curriculum.json")
@@ -98,7 +115,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     data = args.work_dir / "synthetic"
     materialise(str(data), SyntheticSpec())  # once, before any run links it
-    variants = ["guarded", *(["unguarded"] if args.unguarded else [])]
+    variants = args.variants
     runs: dict[str, dict[int, dict]] = {v: {} for v in variants}
     failures = {}
     for seed in args.seeds:
@@ -111,6 +128,14 @@ def main() -> None:
                 failures[f"{variant}/seed{seed}"] = "".join(traceback.format_exception_only(exc)).strip()
                 log.error("%s seed %d failed:\n%s", variant, seed, traceback.format_exc())
             write_results(args, runs, failures)
+
+
+COMPARED = ("medical_closed", "medical_open", "general_open")
+
+
+def as_metrics(by_seed: dict[int, dict], key: str) -> dict[int, dict]:
+    """Per-seed runs in the shape :func:`continual_forgetting.paired` reads."""
+    return {seed: {"metrics": {key: run[key]}} for seed, run in by_seed.items()}
 
 
 def write_results(args, runs: dict[str, dict[int, dict]], failures: dict) -> None:
@@ -128,6 +153,10 @@ def write_results(args, runs: dict[str, dict[int, dict]], failures: dict) -> Non
             "targets_met": {str(s): r["medical_closed"] >= 90 and r["medical_open"] >= 80 and r["general_open"] >= 80
                             for s, r in sorted(by_seed.items())},
         }
+        if variant != "unguarded" and runs.get("unguarded"):
+            plain = runs["unguarded"]
+            summary[variant]["vs_unguarded"] = {
+                key: paired(as_metrics(by_seed, key), as_metrics(plain, key), key) for key in COMPARED}
     result = {
         "benchmark": "guarded_curriculum",
         "setup": {"recipe": "recipes/demo/pipeline_guarded.yaml", "overrides": args.overrides, "seeds": args.seeds,
