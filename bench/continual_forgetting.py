@@ -37,12 +37,14 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
+from medvlm.claims import claim  # noqa: E402
 from medvlm.eval.plots import plot_continual_methods  # noqa: E402
 from medvlm.io import read_json, write_json  # noqa: E402
 from medvlm.provenance import provenance  # noqa: E402
 from medvlm.recipe import load_recipe  # noqa: E402
 from medvlm.runs.continual import run_continual  # noqa: E402
 from medvlm.runs.pipeline import load_pipeline, run_pipeline  # noqa: E402
+from medvlm.train.outputs import claim_output_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -66,8 +68,6 @@ def run_one(recipe_path: Path, work: Path, base_dir: Path, method: str, seed: in
             overrides: list[str]) -> dict:
     out = run_dir(work, method, seed)
     shared_initial = work / "_initial_eval"
-    if shared_initial.is_dir() and not (out / "eval" / "initial").exists():
-        shutil.copytree(shared_initial, out / "eval" / "initial")  # same model, same probes: answers reused
     synthetic = base_dir / "synthetic"
     recipe = load_recipe(recipe_path, [f"continual.method={method}", f"train.seed={seed}",
                                        f"output.dir={out}", f"model.path={base_dir / 'base' / 'model'}",
@@ -77,6 +77,10 @@ def run_one(recipe_path: Path, work: Path, base_dir: Path, method: str, seed: in
             list(recipe.continual.sac.auto.general):
         if spec.dataset == "synthetic":
             spec.path = str(synthetic)
+    if shared_initial.is_dir() and not (out / "eval" / "initial").exists():
+        with claim(out):  # the run's directory first, so the copied answers are not someone else's files
+            claim_output_dir(out, recipe, "continual run")
+            shutil.copytree(shared_initial, out / "eval" / "initial")  # same model, same probes: answers reused
     record = run_continual(recipe, resume=True).record
     if not shared_initial.exists():
         shutil.copytree(out / "eval" / "initial", shared_initial)
