@@ -7,8 +7,8 @@ is skipped when the pipeline runs again, so an interrupted pipeline continues wh
 The pipeline's own ``model`` section, when it names a path or preset, is where the first stage
 starts (the demo starts LLaVA-Med's stages from the shipped general base this way); otherwise the
 first stage's recipe says. A ``model.family`` other than auto there applies to every stage
-(``medvlm pipeline P.yaml model.family=gemma3``). It is part of the pipeline's resolved recipe, so an output directory is
-never reused for a pipeline that starts from another model.
+(``medvlm pipeline P.yaml model.family=gemma3``). It is part of the pipeline's resolved recipe, so an
+output directory is never reused for a pipeline that starts from another model.
 
 A pipeline recipe with a ``continual:`` section is *guarded*: its stages from
 ``continual.tasks_from`` on (default: all) run as the tasks of a continual sequence, so LLaVA-Med's
