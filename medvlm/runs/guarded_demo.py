@@ -3,25 +3,32 @@
 After the plain demo (``recipes/demo/pipeline.yaml`` in ``OUT``), ``recipes/demo/pipeline_guarded.yaml``
 runs in ``OUT/guarded`` from the same general base: align → instruct → finetune as continual tasks
 (SAC with r chosen per stage, UIR). The synthetic data is linked from ``OUT`` (the same generator
-and seed would write the same files). ``OUT/summary.md`` gains the per-stage table (medical accuracy
-and general retention after every stage) and ``OUT/guarded/report.html`` the accuracy matrix and
-ratio sweeps.
+and seed would write the same files). The plain run's stage models then answer the same probes
+(``OUT/guarded/plain_probes/<stage>/``), so ``OUT/summary.md`` can put both curricula side by side,
+stage by stage: medical accuracy and general retention. ``OUT/guarded/report.html`` has the guarded
+run's accuracy matrix and ratio sweeps.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from medvlm.claims import claim
+from medvlm.continual.record import read_continual_record
 from medvlm.eval.report import build_report
 from medvlm.io import write_json
 from medvlm.resources import recipes_dir
-from medvlm.runs.pipeline import Pipeline, load_pipeline, run_pipeline
-from medvlm.runs.probes import stage_summary
+from medvlm.rundir import ContinualDir, PipelineDir
+from medvlm.runs.continual import evaluate_row
+from medvlm.runs.pipeline import Pipeline, guarded_sequence, load_pipeline, run_pipeline
+from medvlm.runs.probes import probe_cells, stage_summary
 from medvlm.train.outputs import claim_output_dir
 
 GUARDED = "guarded"  # the guarded run's directory under the demo's
+PLAIN_PROBES = "plain_probes"  # the plain run's stage models on the guarded run's probes, under it
+MEDICAL, GENERAL = "medical", "general"  # the probes of recipes/demo/pipeline_guarded.yaml
 
 
 def link_data(pipeline: Pipeline, data: Path) -> None:
@@ -33,6 +40,57 @@ def link_data(pipeline: Pipeline, data: Path) -> None:
         claim_output_dir(out, pipeline.recipe, "pipeline run")
         if data.is_dir() and not link.exists():
             link.symlink_to(data.resolve(), target_is_directory=True)
+
+
+def plain_stage_probes(plain_out: Path, pipeline: Pipeline) -> dict[str, dict[str, dict[str, Any]]]:
+    """The plain run's model after each of the guarded run's stages, on the guarded run's probes
+    (stage → probe → :func:`medvlm.runs.probes.probe_cells`); stages the plain run lacks are left out."""
+    sequence = guarded_sequence(pipeline)
+    plain = PipelineDir(plain_out)
+    cells: dict[str, dict[str, dict[str, Any]]] = {}
+    for task in sequence.tasks:
+        if not plain.stage(task.name).complete:
+            continue
+        eval_dir = pipeline.output_dir / PLAIN_PROBES / task.name
+        accuracy = evaluate_row(sequence, plain.stage(task.name).model, eval_dir)
+        cells[task.name] = {probe: {**probe_cells(eval_dir, probe), "accuracy": value}
+                            for (probe, _), value in zip(sequence.probe_sets(), accuracy, strict=True)}
+    return cells
+
+
+def side_by_side(guarded_rows: list[dict[str, Any]], plain: dict[str, dict[str, dict[str, Any]]],
+                 initial_general: float) -> str:
+    """Markdown: per stage, the medical probe's closed and open exact, the general probe's open exact and
+    general retention (pooled general accuracy / the initial model's, ``initial_general``), plain | guarded."""
+    initial = guarded_rows[0]["probes"]
+    if not {MEDICAL, GENERAL} <= set(initial):  # another recipe's probes: nothing to put side by side
+        return ""
+
+    def cells(probes: dict[str, dict[str, Any]] | None, retention: float | None) -> list[str]:
+        if probes is None:
+            return ["—"] * 4
+        return [_fmt(probes[MEDICAL]["closed_accuracy"]), _fmt(probes[MEDICAL]["open_exact_match"]),
+                _fmt(probes[GENERAL]["open_exact_match"]), "—" if retention is None else f"{retention:.3f}"]
+
+    header = ["stage", *(f"{curriculum}: {column}" for curriculum in ("plain", "guarded")
+                         for column in ("medical closed", "medical open exact", "general open exact",
+                                        "general retention")), "SAC r"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in guarded_rows:
+        stage = row["model"]
+        ratio = "—" if row["sac_ratio"] is None else f"{row['sac_ratio']:g}"
+        if stage == "initial":
+            own, own_retention = initial, row["general_retention"]
+        else:
+            own = plain.get(stage)
+            own_retention = own[GENERAL]["accuracy"] / initial_general if own and initial_general else None
+        lines.append("| " + " | ".join([stage, *cells(own, own_retention),
+                                        *cells(row["probes"], row["general_retention"]), ratio]) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def run_guarded_demo(plain_out: str | Path, base_dir: str | Path, overrides: list[str] | None = None,
@@ -48,8 +106,14 @@ def run_guarded_demo(plain_out: str | Path, base_dir: str | Path, overrides: lis
     link_data(pipeline, plain_out / "synthetic")
     run_pipeline(pipeline)
     summary, table = stage_summary(out)
+    plain = plain_stage_probes(plain_out, pipeline)
+    record = read_continual_record(ContinualDir(out).record)
+    initial_general = record.accuracy[0][record.probes.index(GENERAL)] if GENERAL in record.probes else 0.0
+    summary["plain"] = plain
     write_json(out / "summary.json", summary)
     build_report([out / "continual.json"], out / "report.html", title="medvlm demo: the curriculum, guarded")
-    text = "\n".join(["## Guarded curriculum (SAC with r chosen per stage + UIR)", "", table,
-                      f"Report: {out / 'report.html'}", ""])
+    text = "\n".join(["## The curriculum, plain and guarded (SAC with r chosen per stage + UIR)", "",
+                      "Both start from the same general base and answer the same probes (test sets) after every "
+                      "stage; strict metrics, percent.", "", side_by_side(summary["rows"], plain, initial_general), "",
+                      "### Guarded run, every probe", "", table, f"Report: {out / 'report.html'}", ""])
     return text, round(time.perf_counter() - started, 2)

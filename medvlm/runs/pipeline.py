@@ -6,8 +6,9 @@ is skipped when the pipeline runs again, so an interrupted pipeline continues wh
 
 The pipeline's own ``model`` section, when it names a path or preset, is where the first stage
 starts (the demo starts LLaVA-Med's stages from the shipped general base this way); otherwise the
-first stage's recipe says. It is part of the pipeline's resolved recipe, so an output directory is
-never reused for a pipeline that starts from another model.
+first stage's recipe says. A ``model.family`` other than auto there applies to every stage
+(``medvlm pipeline P.yaml model.family=gemma3``). It is part of the pipeline's resolved recipe, so an
+output directory is never reused for a pipeline that starts from another model.
 
 A pipeline recipe with a ``continual:`` section is *guarded*: its stages from
 ``continual.tasks_from`` on (default: all) run as the tasks of a continual sequence, so LLaVA-Med's
@@ -132,6 +133,8 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
         elif recipe.model.path or recipe.model.preset:
             set_dotted(stage_tree, ["model", "path"], recipe.model.path)
             set_dotted(stage_tree, ["model", "preset"], recipe.model.preset)
+        if recipe.model.family != "auto":  # one architecture through the curriculum
+            set_dotted(stage_tree, ["model", "family"], recipe.model.family)
         stage_tree["source_file"] = str(stage_path)
         origin = f"{stage_path} (stage '{ref.name}' of {path})"
         stages.append((ref.name, resolve(stage_tree, origin, {"output_dir": str(out),

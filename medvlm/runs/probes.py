@@ -17,33 +17,33 @@ from medvlm.errors import DataError
 from medvlm.rundir import SCORES, ContinualDir
 
 
+def probe_cells(eval_dir: Path, probe: str) -> dict[str, Any]:
+    """Strict closed accuracy and open exact match (percent) of one model on one probe, pooled over the
+    probe's sources (``eval_dir/<probe>/<dataset>/scores.json``), with their counts."""
+    files = sorted((eval_dir / probe).glob(f"*/{SCORES}"))
+    if not files:
+        raise DataError(f"no scores of probe '{probe}'", file=str(eval_dir / probe))
+    counts = {"closed": 0, "open": 0}
+    hits = {"closed": 0.0, "open": 0.0}
+    for file in files:
+        strict = load_json(file)["metrics"]["strict"]
+        for kind, key in (("closed", "closed_accuracy"), ("open", "open_exact_match")):
+            n = int(strict[f"n_{kind}"])
+            counts[kind] += n
+            hits[kind] += (strict[key] or 0.0) * n / 100.0
+    return {"probe": probe, "n_closed": counts["closed"], "n_open": counts["open"],
+            "closed_accuracy": round(100.0 * hits["closed"] / counts["closed"], 2) if counts["closed"] else None,
+            "open_exact_match": round(100.0 * hits["open"] / counts["open"], 2) if counts["open"] else None}
+
+
 def probe_table(output_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per (model, probe): the initial model first, then each task; strict closed accuracy and
-    open exact match (percent) pooled over the probe's sources, with their counts."""
+    """One row per (model, probe) of a guarded run: the initial model first, then each task (see
+    :func:`probe_cells`)."""
     layout = ContinualDir(Path(output_dir))
     record = read_continual_record(layout.record)
     models = [("initial", layout.initial_eval)]
     models += [(task, layout.task(index, task).eval) for index, task in enumerate(record.tasks, start=1)]
-    rows = []
-    for model, eval_dir in models:
-        for probe in record.probes:
-            files = sorted((eval_dir / probe).glob(f"*/{SCORES}"))
-            if not files:
-                raise DataError(f"no scores of probe '{probe}'", file=str(eval_dir / probe))
-            counts = {"closed": 0, "open": 0}
-            hits = {"closed": 0.0, "open": 0.0}
-            for file in files:
-                strict = load_json(file)["metrics"]["strict"]
-                for kind, key in (("closed", "closed_accuracy"), ("open", "open_exact_match")):
-                    n = int(strict[f"n_{kind}"])
-                    counts[kind] += n
-                    hits[kind] += (strict[key] or 0.0) * n / 100.0
-            rows.append({"model": model, "probe": probe, "n_closed": counts["closed"], "n_open": counts["open"],
-                         "closed_accuracy": round(100.0 * hits["closed"] / counts["closed"], 2)
-                         if counts["closed"] else None,
-                         "open_exact_match": round(100.0 * hits["open"] / counts["open"], 2)
-                         if counts["open"] else None})
-    return rows
+    return [{"model": model, **probe_cells(eval_dir, probe)} for model, eval_dir in models for probe in record.probes]
 
 
 def _fmt(value: float | None) -> str:

@@ -120,8 +120,16 @@ def test_shortened_guarded_demo_compares_the_curricula_per_stage(tmp_path: Path)
     record = json.loads((guarded / "continual.json").read_text())
     assert record["tasks"] == ["align", "instruct", "finetune"] and record["probes"] == ["medical", "general"]
     assert set(record["ratio_sweeps"]) == {"align", "instruct", "finetune"}
-    assert "## Guarded curriculum" in text and "| finetune |" in text
-    assert (out / "summary.md").read_text().count("| finetune |") == 3  # plain (medical, general), guarded
+    assert "## The curriculum, plain and guarded" in text
+    # plain table (medical, general), side by side, guarded run's own table
+    assert (out / "summary.md").read_text().count("| finetune |") == 4
+    plain = json.loads((guarded / "summary.json").read_text())["plain"]
+    assert list(plain) == ["align", "instruct", "finetune"] and set(plain["finetune"]) == {"medical", "general"}
+    # the plain finetune model answered the medical probe as the plain demo's own evaluation did
+    own = json.loads((out / "eval" / "finetune" / DATASETS[0] / "scores.json").read_text())["metrics"]["strict"]
+    assert plain["finetune"]["medical"]["closed_accuracy"] == pytest.approx(own["closed_accuracy"], abs=0.01)
+    side = next(line for line in text.splitlines() if line.startswith("| initial |"))
+    assert side.count("1.000") == 2  # the base, measured against itself, in both curricula
     assert (guarded / "report.html").stat().st_size > 10_000
     rows = json.loads((guarded / "summary.json").read_text())["rows"]
     assert [row["model"] for row in rows] == ["initial", "align", "instruct", "finetune"]

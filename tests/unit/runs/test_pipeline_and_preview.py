@@ -46,6 +46,16 @@ def test_overrides_route_to_pipeline_one_stage_or_all(pipeline_file: Path, tmp_p
     assert stages["first"].model.preset == "micro-clip-llama"
 
 
+def test_pipeline_model_section_starts_the_first_stage_and_its_family_holds_for_every_stage(
+        pipeline_file: Path) -> None:
+    stages = dict(load_pipeline(pipeline_file, ["model.preset=tiny-clip-llama", "model.family=gemma3"]).stages)
+    assert stages["first"].model.preset == "tiny-clip-llama" and stages["second"].model.preset is None
+    assert stages["first"].model.family == stages["second"].model.family == "gemma3"
+    stages = dict(load_pipeline(pipeline_file).stages)  # without it, the stage recipes decide
+    assert stages["first"].model.preset == "micro-clip-llama"
+    assert stages["first"].model.family == stages["second"].model.family == "auto"
+
+
 def test_bad_stage_override_names_the_stage_file(pipeline_file: Path) -> None:
     with pytest.raises(RecipeError, match=r"two.yaml \(stage 'second' of .*pipe.yaml\): unknown key 'train.stpes'"):
         load_pipeline(pipeline_file, ["second.train.stpes=5"])
