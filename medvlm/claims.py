@@ -5,6 +5,9 @@ recipe and model and trip over each other's checkpoint staging. A run therefore 
 directory with :data:`LOCK_FILE`, created exclusively and holding the claimant's PID, host and start
 time; a second run gets an :class:`~medvlm.errors.OutputError` naming the holder. A lock whose PID
 is dead on this host (a killed run) is taken over; a lock from another host is never guessed stale.
+Takeovers are serialised (an exclusive ``flock`` on the directory) and remove the lock only if it
+still holds the dead run's record: two runs finding the same stale lock cannot both end up holding
+the directory.
 
 In a distributed run only the main process (``RANK`` 0) claims: every process of the run writes
 the same directory by design.
@@ -13,6 +16,7 @@ the same directory by design.
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
 import logging
 import os
@@ -63,6 +67,26 @@ def _create(lock: Path) -> bool:
     return True
 
 
+@contextmanager
+def _takeovers_serialised(directory: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory`` (released with the descriptor, even if the process dies)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _take_over(lock: Path, stale: dict) -> bool:
+    """Remove ``lock`` if it still names the dead holder ``stale``; False if another run took it meanwhile."""
+    with _takeovers_serialised(lock.parent):
+        if _read(lock) != stale:
+            return False
+        lock.unlink(missing_ok=True)
+        return True
+
+
 def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
@@ -90,9 +114,9 @@ def acquire(directory: str | os.PathLike) -> None:
             _held[directory] = 1
             return
         if isinstance(pid, int) and mine and not _pid_alive(pid):
-            log.warning("%s: taking over the lock of a run that is gone (pid %d on %s)", directory, pid, host)
-            lock.unlink(missing_ok=True)
-            continue
+            if _take_over(lock, holder):
+                log.warning("%s: taking over the lock of a run that is gone (pid %d on %s)", directory, pid, host)
+            continue  # ours to create now, or another taker's: the next look says which
         if not holder and not lock.exists():
             continue
         since = f" since {holder['started']}" if holder.get("started") else ""

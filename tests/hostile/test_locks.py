@@ -55,6 +55,24 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path: Pat
     assert not lock.exists()
 
 
+def test_two_takers_of_one_stale_lock_do_not_both_hold_the_directory(tmp_path: Path, monkeypatch) -> None:
+    """The other taker wins the race: between our look at the stale lock and our takeover it replaced
+    the lock with its own (a live process). We must not remove its lock: we are refused instead."""
+    dead, other = _dead_pid(), os.getppid()
+    lock = _lock(tmp_path / "out", dead)
+    alive = claims._pid_alive
+
+    def the_other_taker_wins(pid: int) -> bool:
+        if pid == dead:
+            _lock(tmp_path / "out", other)
+        return alive(pid)
+
+    monkeypatch.setattr(claims, "_pid_alive", the_other_taker_wins)
+    with pytest.raises(OutputError, match=f"in use by another medvlm run \\(pid {other} on host"):
+        claims.acquire(tmp_path / "out")
+    assert json.loads(lock.read_text())["pid"] == other  # its claim stands
+
+
 def test_a_lock_from_another_host_is_never_guessed_stale(tmp_path: Path) -> None:
     lock = _lock(tmp_path / "out", _dead_pid())
     lock.write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
