@@ -26,6 +26,7 @@ from medvlm.io import check_replaceable
 from medvlm.model.adapters import is_adapter_dir
 from medvlm.model.build import component_of, load_pretrained
 from medvlm.model.export import save_llava_dir
+from medvlm.model.families import family_of_model
 from medvlm.model.prompting import read_trained_prompt
 from medvlm.rundir import CONSOLIDATION
 
@@ -125,10 +126,15 @@ def trained_keys(update: Update, components: tuple[str, ...] | None, stats: dict
     """
     if components is None:
         return set(update.previous)
-    keys = {key for key in update.previous if component_of(key) in components}
+    family = family_of_model(update.model)  # parameter names differ by family (Qwen2.5-VL's merger, ...)
+    keys = {key for key in update.previous if component_of(key, family) in components}
     stats["components"] = sorted(components)
     stats["frozen_changed"] = sum(not torch.equal(update.previous[k], update.current[k])
                                   for k in update.previous if k not in keys)
+    if stats["frozen_changed"]:
+        log.warning("%s: %d tensor(s) outside the trained components %s changed; consolidation keeps them "
+                    "at the previous model's values", update.current_dir, stats["frozen_changed"],
+                    ", ".join(sorted(components)))
     return keys
 
 
