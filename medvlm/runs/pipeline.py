@@ -103,6 +103,21 @@ def _split_overrides(overrides: list[str], stage_names: set[str]) -> tuple[list[
     return own, per_stage
 
 
+def _record_stage_overrides(tree: dict[str, Any], per_stage: dict[str, list[str]]) -> None:
+    """Command-line overrides of a stage join that stage's ``overrides`` in the pipeline's own tree (last,
+    so they win), so they are part of the pipeline's resolved recipe: a rerun with other stage settings
+    is then a different recipe, never a silent reuse of the stages finished with the old ones."""
+    for stage in tree.get("stages") or []:
+        name = stage.get("name") if isinstance(stage, dict) else None
+        texts = per_stage.get(name) if isinstance(name, str) else None
+        if texts:
+            merged = dict(stage.get("overrides") or {})
+            for text in texts:
+                keys, value = parse_override(text)
+                merged[".".join(keys)] = value
+            stage["overrides"] = merged
+
+
 def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipeline:
     """Resolve the pipeline recipe and every stage recipe up front, so errors surface before training."""
     path = Path(path)
@@ -110,6 +125,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     names = [stage.get("name") for stage in raw.get("stages", []) if isinstance(stage, dict)]
     own, per_stage = _split_overrides(overrides or [], {n for n in names if isinstance(n, str)})
     tree = load_tree(path, own)
+    _record_stage_overrides(tree, per_stage)
     tree.setdefault("source_file", str(path.resolve()))
     recipe = resolve(tree, str(path), {"recipe_dir": str(path.resolve().parent)})
     if not recipe.stages:
@@ -123,9 +139,6 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     for ref in recipe.stages:
         stage_path = path.resolve().parent / ref.recipe
         stage_tree = apply_overrides(load_tree(stage_path), ref.overrides)
-        for text in per_stage.get(ref.name, []):
-            keys, value = parse_override(text)
-            set_dotted(stage_tree, keys, value)
         set_dotted(stage_tree, ["output", "dir"], str(out / ref.name))
         if previous is not None:
             set_dotted(stage_tree, ["model", "path"], str(PipelineDir(out).stage(previous).model))

@@ -27,7 +27,13 @@ from typing import Any
 
 import torch
 
-from medvlm.continual.checkpoints import consolidated_state, load_update, save_consolidated, trained_keys
+from medvlm.continual.checkpoints import (
+    consolidated_state,
+    load_update,
+    save_consolidated,
+    stored_dtype,
+    trained_keys,
+)
 from medvlm.continual.sac import decompose, rebuild
 from medvlm.data.reading import read_spec
 from medvlm.data.records import Sample
@@ -35,7 +41,7 @@ from medvlm.errors import DataError
 from medvlm.eval.predict import PredictSettings
 from medvlm.eval.run import strict_accuracy
 from medvlm.io import read_json, write_json
-from medvlm.model.export import load_for_inference
+from medvlm.model.build import load_pretrained
 from medvlm.recipe import DataSpec, EvalSpec, Recipe, SacAutoSpec
 from medvlm.train.validation import mean_answer_loss, validation_dataset
 
@@ -86,17 +92,20 @@ class RatioSweep:
             raise DataError("sac.auto.general yielded no sample")
         return samples
 
-    def baseline(self, general: list[Sample]) -> float:
-        """θ_0's general validation accuracy, computed once per run and general set (cached beside the
-        initial model's probe answers)."""
-        key = json.dumps([[s.model_dump(mode="json") for s in self.auto.general], self.settings.metadata()],
-                         sort_keys=True)
+    def baseline(self, general: list[Sample], dtype: str, device: str) -> float:
+        """θ_0's general validation accuracy, loaded and run as the sweep's models are (``dtype`` on
+        ``device``), so an unchanged model has retention 1.0 exactly; computed once per run, general set,
+        dtype and device (cached beside the initial model's probe answers)."""
+        key = json.dumps([str(self.initial), dtype, device, [s.model_dump(mode="json") for s in self.auto.general],
+                          self.settings.metadata()], sort_keys=True)
         cache = self.cache_dir / f"sac_general_{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
         if cache.is_file():
             return float(read_json(cache)["accuracy"])
-        model, processor = load_for_inference(self.initial)
+        model, processor = load_pretrained(self.initial, dtype=dtype)
+        model.to(device).eval()
         accuracy = strict_accuracy(model, processor, general, self.settings)
-        write_json(cache, {"model": str(self.initial), "accuracy": accuracy, "n": len(general)})
+        write_json(cache, {"model": str(self.initial), "dtype": dtype, "device": device, "accuracy": accuracy,
+                           "n": len(general)})
         del model
         return accuracy
 
@@ -107,7 +116,8 @@ class RatioSweep:
             raise DataError(f"{self.stage.source_file or 'stage'}: sac.ratio auto needs a validation slice, but "
                             "the task's training data left none to hold out")
         general = self.general_samples()
-        baseline = self.baseline(general)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        baseline = self.baseline(general, stored_dtype(previous), device)
         update = load_update(previous, current)
         stats: dict[str, Any] = {}
         keys = trained_keys(update, components, stats)
@@ -115,7 +125,7 @@ class RatioSweep:
         after = {key: update.current[key] for key in keys}
         spectra = decompose(before, after, update.low_rank)
         model, processor = update.model, update.processor
-        model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+        model.to(device).eval()
         dataset = (validation_dataset(validation, processor, model.config, self.stage.data)
                    if self.auto.metric == "loss" else None)
         results = []

@@ -56,6 +56,19 @@ def test_pipeline_model_section_starts_the_first_stage_and_its_family_holds_for_
     assert stages["first"].model.family == stages["second"].model.family == "auto"
 
 
+def test_stage_overrides_are_part_of_the_pipelines_resolved_recipe(pipeline_file: Path) -> None:
+    """A rerun with other stage settings must be a different recipe (claim_output_dir compares the
+    pipeline's resolved recipe), never a silent reuse of stages finished with the old ones."""
+    plain = load_pipeline(pipeline_file)
+    changed = load_pipeline(pipeline_file, ["first.train.max_steps=5", "*.train.seed=3"])
+    assert plain.recipe.to_yaml() != changed.recipe.to_yaml()
+    first = changed.recipe.stages[0].overrides
+    assert first == {"train.learning_rate": 0.01, "train.max_steps": 5, "train.seed": 3}
+    assert dict(changed.stages)["first"].train.max_steps == 5 and dict(changed.stages)["second"].train.seed == 3
+    assert load_pipeline(pipeline_file, ["first.train.max_steps=5", "*.train.seed=3"]).recipe.to_yaml() == \
+        changed.recipe.to_yaml()
+
+
 def test_bad_stage_override_names_the_stage_file(pipeline_file: Path) -> None:
     with pytest.raises(RecipeError, match=r"two.yaml \(stage 'second' of .*pipe.yaml\): unknown key 'train.stpes'"):
         load_pipeline(pipeline_file, ["second.train.stpes=5"])
