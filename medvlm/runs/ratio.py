@@ -41,7 +41,7 @@ from medvlm.errors import DataError
 from medvlm.eval.predict import PredictSettings
 from medvlm.eval.run import strict_accuracy
 from medvlm.io import read_json, write_json
-from medvlm.model.build import load_pretrained
+from medvlm.model.build import collator_for, load_pretrained
 from medvlm.recipe import DataSpec, EvalSpec, Recipe, SacAutoSpec
 from medvlm.train.validation import mean_answer_loss, validation_dataset
 
@@ -128,11 +128,12 @@ class RatioSweep:
         model.to(device).eval()
         dataset = (validation_dataset(validation, processor, model.config, self.stage.data)
                    if self.auto.metric == "loss" else None)
+        collate = collator_for(model.config, processor)
         results = []
         for ratio in self.auto.grid:
             model.load_state_dict(consolidated_state(update, rebuild(before, after, spectra, ratio), keys))
             if dataset is not None:
-                loss = mean_answer_loss(model, dataset, processor.tokenizer.pad_token_id, self.auto.batch_size)
+                loss = mean_answer_loss(model, dataset, collate, self.auto.batch_size)
                 score = -loss
             else:
                 score = strict_accuracy(model, processor, validation, self.settings)
