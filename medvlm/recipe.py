@@ -496,6 +496,15 @@ class Recipe(_Section):
         first = names.index(spec.tasks_from) if spec.tasks_from else 0
         for stage in self.stages[first:]:
             spec.check_guards(stage.guards, f"stage '{stage.name}'")
+        with_probe = [stage.name for stage in self.stages[first:] if stage.eval]
+        if with_probe and len(with_probe) < len(self.stages) - first:  # the task metrics need every task's probe
+            raise ValueError(f"stages {', '.join(with_probe)} have their own probe set (eval) but not every task "
+                             "stage does; give every task stage one (Last, BWT, ... need them all), or move it "
+                             "to continual.probes")
+        untaken = [stage.name for stage in self.stages[:first] if stage.eval or stage.guards.skip or stage.guards.sac]
+        if untaken:
+            raise ValueError(f"stages {', '.join(untaken)} come before continual.tasks_from: they are not tasks, so "
+                             "their eval and guards would be ignored")
         overlap = sorted(set(names[first:]) & {probe.name for probe in spec.probes})
         if overlap:
             raise ValueError(f"probe names must differ from task stage names; repeated: {', '.join(overlap)}")

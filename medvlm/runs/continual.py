@@ -45,7 +45,7 @@ from medvlm.continual.metrics import ACCURACY_DEFINITION, continual_metrics, pro
 from medvlm.continual.record import ContinualRecord
 from medvlm.data.reading import read_samples
 from medvlm.data.records import Sample
-from medvlm.errors import RecipeError
+from medvlm.errors import DataError, RecipeError
 from medvlm.eval.run import evaluate_model
 from medvlm.io import read_json, write_json
 from medvlm.model.build import trainable_components
@@ -281,6 +281,10 @@ def _run_task(sequence: Sequence, index: int, task: SequenceTask, previous: Path
     auto = consolidator == "sac" and sac.ratio == "auto"
     samples = read_task_samples(index)
     validation = held_out_ids(samples, sac.auto.validation_samples, sequence.seed, task.name) if auto else []
+    if auto and not validation and not (directory.model / CONSOLIDATION).is_file():  # say so before training
+        raise DataError(f"{task.stage.source_file or 'recipe'} (task '{task.name}'): sac.ratio auto needs a "
+                        f"validation slice held out of the task's training data, but its {len(samples)} "
+                        "sample(s) leave none (at least two distinct ids are needed)")
     context = TaskContext(spec=sequence.spec, index=index, name=task.name, stage=stage, previous_model=previous,
                           task_dir=directory.root, earlier_task_dirs=list(earlier),
                           samples=[s for s in samples if s.id not in set(validation)],
@@ -305,6 +309,7 @@ def _run_task(sequence: Sequence, index: int, task: SequenceTask, previous: Path
         summary = run_stage(stage, resume=resume, loss_plugins=plugins, extra_samples=extra,
                             held_out=set(validation)).summary
         seconds["train"] = round(time.perf_counter() - started, 2)
+        del plugins, extra  # the loss plugins hold the teacher: drop them so release_teacher frees it
     context.release_teacher()  # the Trainer and its plugins are gone: free the teacher before evaluation
     gc.collect()
 

@@ -82,9 +82,10 @@ def _run_stage(recipe: Recipe, trainable: tuple[str, ...], *, resume: bool, loss
         kept = [sample for sample in samples if sample.id not in held_out]
         reports.append({"source": "held_out", "excluded": len(samples) - len(kept)})
         samples = kept
-    if extra_samples:
-        reports.append({"source": "extra_samples", "kept": len(extra_samples)})
-        samples = samples + list(extra_samples)
+    if extra_samples:  # replayed samples may share ids with the held-out slice: it stays held out
+        extra = [sample for sample in extra_samples if sample.id not in held_out]
+        reports.append({"source": "extra_samples", "kept": len(extra), "excluded": len(extra_samples) - len(extra)})
+        samples = samples + extra
     if not samples:
         raise DataError("the training sources yielded no samples", file=recipe.source_file)
     preparer = preparer_for(model.config, processor, recipe.data.image_aspect_ratio)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from medvlm.errors import RecipeError
+from medvlm.recipe import validate
 from medvlm.runs.pipeline import guarded_sequence, load_pipeline
 from tests.conftest import REPO
 
@@ -33,3 +37,17 @@ def test_llava_med_guarded_curriculum(monkeypatch) -> None:
     assert sequence.tasks[0].guards.skip == ["uir"]
     assert [name for name, _ in sequence.probe_sets()] == ["medical", "general"]  # align/instruct have no own probe
     assert sequence.spec.sac.auto.general[0].split == "validation"
+
+
+def test_stage_probes_and_guards_that_would_be_ignored_are_refused() -> None:
+    probe = [{"dataset": "synthetic", "split": "test", "options": {"subset": "medical_vqa"}}]
+    tree = {"name": "p", "stages": [{"name": "a", "recipe": "a.yaml"}, {"name": "b", "recipe": "b.yaml"},
+                                    {"name": "c", "recipe": "c.yaml", "eval": probe}],
+            "continual": {"method": "sac"}}
+    with pytest.raises(RecipeError, match="stages c have their own probe set .* not every task stage does"):
+        validate(tree, "p.yaml")
+    tree["continual"]["tasks_from"] = "c"  # c alone is the task sequence: its probe is every task's
+    assert validate(tree, "p.yaml").stages[2].eval
+    tree["stages"][0]["guards"] = {"skip": ["sac"]}
+    with pytest.raises(RecipeError, match="stages a come before continual.tasks_from"):
+        validate(tree, "p.yaml")
