@@ -327,8 +327,9 @@ def _run_task(sequence: Sequence, index: int, task: SequenceTask, previous: Path
             if auto:
                 from medvlm.runs.ratio import RatioSweep
 
+                probes = [source for _, sources in sequence.probe_sets() for source in sources]
                 sweep = RatioSweep(sac.auto, stage, sequence.probe_eval, sequence.probe_data, initial,
-                                   sequence.layout.initial_eval)
+                                   sequence.layout.initial_eval, probes)
                 held = [s for s in samples if s.id in set(validation)]
                 consolidation = sweep.consolidate(previous, current, model_dir, components, held)
             else:

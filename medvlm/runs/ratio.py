@@ -42,7 +42,7 @@ from medvlm.eval.predict import PredictSettings
 from medvlm.eval.run import strict_accuracy
 from medvlm.io import read_json, write_json
 from medvlm.model.build import collator_for, load_pretrained
-from medvlm.recipe import DataSpec, EvalSpec, Recipe, SacAutoSpec
+from medvlm.recipe import DataSpec, EvalSpec, Recipe, SacAutoSpec, SourceSpec
 from medvlm.train.validation import mean_answer_loss, validation_dataset
 
 log = logging.getLogger("medvlm")
@@ -70,12 +70,32 @@ def choose_ratio(results: list[dict[str, Any]], auto: SacAutoSpec) -> float:
     return float(max(results, key=lambda row: (row["retention"], row["validation"], row["ratio"]))["ratio"])
 
 
+def item_key(sample: Sample) -> tuple[tuple[str, ...], str]:
+    """What makes two samples the same question whatever their ids: the images and the question."""
+    root = Path(sample.image_root) if sample.image_root else None
+    images = tuple(str((root / image) if root and not Path(image).is_absolute() else Path(image))
+                   for image in sample.images)
+    return images, sample.question.strip()
+
+
+def check_disjoint(general: list[Sample], probes: list[Sample]) -> None:
+    """Refuse a general validation set that shares questions with a probe (a test set): the ratio
+    would be chosen on the data it is judged on (a split name alone proves nothing: some sources
+    read one file whatever the split)."""
+    probe_keys = {item_key(sample) for sample in probes}
+    shared = [sample.id for sample in general if item_key(sample) in probe_keys]
+    if shared:
+        raise DataError(f"sac.auto.general shares {len(shared)} question(s) with the probes (e.g. {shared[0]}): "
+                        "the ratio must be chosen on validation data, never on what the probes test")
+
+
 class RatioSweep:
     """One task's ratio sweep and consolidation (see the module docstring)."""
 
     def __init__(self, auto: SacAutoSpec, stage: Recipe, probe_eval: EvalSpec, probe_data: DataSpec,
-                 initial: Path, cache_dir: Path) -> None:
+                 initial: Path, cache_dir: Path, probes: list[SourceSpec] | None = None) -> None:
         self.auto = auto
+        self.probes = probes or []
         self.stage = stage
         self.initial = initial
         self.cache_dir = cache_dir
@@ -90,6 +110,7 @@ class RatioSweep:
             samples.extend(read_spec(source).samples)
         if not samples:
             raise DataError("sac.auto.general yielded no sample")
+        check_disjoint(samples, [sample for source in self.probes for sample in read_spec(source).samples])
         return samples
 
     def baseline(self, general: list[Sample], dtype: str, device: str) -> float:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from medvlm.errors import RecipeError
+from medvlm.data.records import Sample, SampleMeta, Turn
+from medvlm.errors import DataError, RecipeError
 from medvlm.recipe import DEFAULT_RATIO_GRID, SacAutoSpec, validate
-from medvlm.runs.ratio import choose_ratio, retention
+from medvlm.runs.ratio import check_disjoint, choose_ratio, retention
 
 GENERAL = [{"dataset": "synthetic", "split": "train", "options": {"subset": "general_vqa"}}]
 
@@ -83,3 +84,16 @@ def test_task_guards_merge_into_the_run_settings() -> None:
     tree["continual"]["tasks"][0]["guards"] = {"sac": {"ratio": -1}}
     with pytest.raises(RecipeError, match="guards.sac"):
         validate(tree, "r")
+
+
+def test_a_general_validation_set_sharing_questions_with_a_probe_is_refused() -> None:
+    def item(sample_id: str, image: str, question: str, split: str) -> Sample:
+        return Sample(id=sample_id, turns=[Turn("user", f"<image>\n{question}"), Turn("assistant", "yes")],
+                      meta=SampleMeta(dataset="llava", split=split), images=[image], image_root="/data")
+
+    probe = [item("p1", "a.png", "Is it round?", "test"), item("p2", "b.png", "Is it red?", "test")]
+    check_disjoint([item("g1", "a.png", "Is it red?", "validation"), item("g2", "c.png", "Is it round?", "x")],
+                   probe)  # same image or same question alone is a different item
+    # the same file read under another split label: other ids, same questions
+    with pytest.raises(DataError, match=r"shares 1 question\(s\) with the probes \(e.g. g3\)"):
+        check_disjoint([item("g3", "b.png", " Is it red? ", "validation")], probe)
