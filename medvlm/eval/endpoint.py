@@ -25,6 +25,7 @@ import logging
 import mimetypes
 import os
 import random
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,18 @@ class EndpointSettings(PredictSettings):
                 "temperature": self.temperature, "stream": False}
 
 
+async def run_all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run the requests concurrently; the first failure cancels the rest (and is raised once they stop),
+    so a dead endpoint ends the run instead of leaving requests to time out one by one."""
+    tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _answer_all(client: EndpointClient, settings: EndpointSettings, pending: list[Sample],
                       out_path: Path | None, show_progress: bool) -> list[dict[str, Any]]:
     written: list[dict[str, Any]] = []
@@ -233,13 +246,9 @@ async def _answer_all(client: EndpointClient, settings: EndpointSettings, pendin
             written.append(row)
             progress.update(1)
 
-        tasks = [asyncio.create_task(one(sample)) for sample in pending]
         try:
-            await asyncio.gather(*tasks)
+            await run_all(one(sample) for sample in pending)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             progress.close()
             if handle is not None:
                 handle.close()

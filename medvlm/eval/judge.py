@@ -41,7 +41,7 @@ from medvlm.data.records import IMAGE_PLACEHOLDER, Sample
 from medvlm.data.sources import read_source
 from medvlm.errors import DataError, MedvlmError
 from medvlm.eval.answers import question_id, read_answers
-from medvlm.eval.endpoint import EndpointClient, base_url
+from medvlm.eval.endpoint import EndpointClient, base_url, run_all
 from medvlm.io import append_jsonl, write_json
 from medvlm.provenance import provenance
 
@@ -182,13 +182,9 @@ async def _judge_all(client: EndpointClient, jobs: list[tuple[Sample, list[dict[
             done[key] = row
             progress.update(1)
 
-        tasks = [asyncio.create_task(one(*job)) for job in jobs]
         try:
-            await asyncio.gather(*tasks)
+            await run_all(one(*job) for job in jobs)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             progress.close()
     return done
 
