@@ -45,6 +45,16 @@ def tiny_text_config(preset: TinyPreset, tokenizer: PreTrainedTokenizerFast) -> 
     return MistralConfig(sliding_window=None, **common)
 
 
+def seeded_model(model_class: type[torch.nn.Module], config: Any, pad_token_id: int | None,
+                 seed: int) -> torch.nn.Module:
+    """A random-init tiny model, the same bits for the same ``seed`` whatever ran before (the global
+    random state is left as it was)."""
+    config.pad_token_id = pad_token_id
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return model_class(config)
+
+
 def is_clip(vision_config: Any) -> bool:
     return vision_config.model_type == "clip_vision_model"
 

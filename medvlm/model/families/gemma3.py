@@ -11,14 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, ProcessorMixin
 from transformers.models.gemma3.configuration_gemma3 import Gemma3TextConfig
 from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
 from medvlm.data.image_inputs import ImageTokens
 from medvlm.model.families import ModelFamily, register_family
-from medvlm.model.families.common import HALF, tiny_text_kwargs
+from medvlm.model.families.common import HALF, seeded_model, tiny_text_kwargs
 from medvlm.model.families.llava import LLAVA_PREFIXES
 
 GEMMA_TOKENS = {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
@@ -60,11 +59,7 @@ class Gemma3(ModelFamily):
                               mm_tokens_per_image=pooled * pooled, boi_token_index=ids(GEMMA_TOKENS["boi_token"]),
                               eoi_token_index=ids(GEMMA_TOKENS["eoi_token"]),
                               image_token_index=ids(GEMMA_TOKENS["image_token"]), tie_word_embeddings=True)
-        config.pad_token_id = tokenizer.pad_token_id
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = Gemma3ForConditionalGeneration(config)
-        return model, processor
+        return seeded_model(Gemma3ForConditionalGeneration, config, tokenizer.pad_token_id, seed), processor
 
     def extra_layer_bytes(self, mode: str) -> tuple[int, int, int, int]:
         # Gemma 3 layers add two RMSNorms around attention and MLP and q/k norms, all in float32.

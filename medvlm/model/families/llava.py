@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from transformers import (
     CLIPVisionConfig,
     LlavaConfig,
@@ -24,6 +23,7 @@ from medvlm.model.families.common import (
     HALF,
     is_clip,
     llava_tower_features,
+    seeded_model,
     tiny_text_config,
     tiny_vision_config,
 )
@@ -104,11 +104,7 @@ class Llava(ModelFamily):
             image_seq_length=(preset.image_size // preset.patch_size) ** 2,
             projector_hidden_act=preset.projector_act,
             vision_feature_select_strategy="default" if clip else "full", vision_feature_layer=-2)
-        config.pad_token_id = tokenizer.pad_token_id
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = LlavaForConditionalGeneration(config)
-        return model, processor
+        return seeded_model(LlavaForConditionalGeneration, config, tokenizer.pad_token_id, seed), processor
 
     def tower_features(self, tower, config, inputs):
         return llava_tower_features(tower, config, inputs["pixel_values"])

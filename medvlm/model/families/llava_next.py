@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor, ProcessorMixin
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
@@ -22,6 +21,7 @@ from medvlm.model.families.common import (
     CLIP_MEAN,
     CLIP_STD,
     HALF,
+    seeded_model,
     tiny_text_config,
     tiny_vision_config,
 )
@@ -102,11 +102,7 @@ class LlavaNext(ModelFamily):
             image_grid_pinpoints=pinpoints, image_seq_length=(side // preset.patch_size) ** 2,
             projector_hidden_act=preset.projector_act, vision_feature_select_strategy=strategy,
             vision_feature_layer=-2)
-        config.pad_token_id = tokenizer.pad_token_id
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = LlavaNextForConditionalGeneration(config)
-        return model, processor
+        return seeded_model(LlavaNextForConditionalGeneration, config, tokenizer.pad_token_id, seed), processor
 
     def tower_features(self, tower, config, inputs):
         base_view = inputs["pixel_values"][:, 0]  # the whole image at the tower's input size

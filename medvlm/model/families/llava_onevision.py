@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import (
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
@@ -31,6 +30,7 @@ from medvlm.model.families.common import (
     HALF,
     image_only,
     load_image_processor_only,
+    seeded_model,
     tiny_text_kwargs,
     tiny_vision_config,
 )
@@ -76,11 +76,7 @@ class LlavaOnevision(LlavaNext):
             video_token_index=tokenizer.convert_tokens_to_ids(ONEVISION_TOKENS["video_token"]),
             image_grid_pinpoints=pinpoints, vision_feature_select_strategy="full", vision_feature_layer=-1,
             vision_aspect_ratio=f"anyres_max_{TINY_MAX_TILES}", projector_hidden_act=preset.projector_act)
-        config.pad_token_id = tokenizer.pad_token_id
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = LlavaOnevisionForConditionalGeneration(config)
-        return model, processor
+        return seeded_model(LlavaOnevisionForConditionalGeneration, config, tokenizer.pad_token_id, seed), processor
 
 
 LLAVA_ONEVISION = register_family(LlavaOnevision(

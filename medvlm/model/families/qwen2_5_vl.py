@@ -14,13 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import ProcessorMixin, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from medvlm.data.image_inputs import ImageTokens
 from medvlm.model.families import ModelFamily, register_family
-from medvlm.model.families.common import CLIP_MEAN, CLIP_STD, image_only, load_image_processor_only, tiny_text_kwargs
+from medvlm.model.families.common import (
+    CLIP_MEAN,
+    CLIP_STD,
+    image_only,
+    load_image_processor_only,
+    seeded_model,
+    tiny_text_kwargs,
+)
 
 QWEN_PREFIXES = {
     "vision_tower": ("model.visual.",),
@@ -97,11 +103,7 @@ class Qwen2_5_VL(ModelFamily):
             video_token_id=ids(QWEN_TOKENS["video_token"]),
             vision_start_token_id=ids(QWEN_TOKENS["vision_start_token"]),
             vision_end_token_id=ids(QWEN_TOKENS["vision_end_token"]), tie_word_embeddings=False)
-        config.pad_token_id = tokenizer.pad_token_id
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = Qwen2_5_VLForConditionalGeneration(config)
-        return model, processor
+        return seeded_model(Qwen2_5_VLForConditionalGeneration, config, tokenizer.pad_token_id, seed), processor
 
     def vision_tower(self, model):
         return model.model.visual
