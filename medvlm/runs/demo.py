@@ -27,6 +27,7 @@ from medvlm.resources import general_base, recipes_dir
 from medvlm.rundir import SCORES
 from medvlm.runs.general_base import build_general_base, load_build
 from medvlm.runs.pipeline import PipelineResult, evaluate, load_pipeline, run_pipeline
+from medvlm.runs.probes import percent_cell
 from medvlm.runs.threads import cpu_threads
 from medvlm.train.outputs import claim_output_dir
 
@@ -35,10 +36,6 @@ BASE = "base"  # the name the starting general model is evaluated under
 
 def _strict(scores: dict[str, Any]) -> dict[str, Any]:
     return scores["metrics"]["strict"]
-
-
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f}"
 
 
 def summarize(evaluations: dict[str, dict[str, dict[str, Any]]], seconds: dict[str, float], wall: float,
@@ -51,8 +48,8 @@ def summarize(evaluations: dict[str, dict[str, dict[str, Any]]], seconds: dict[s
                          "closed_accuracy": strict["closed_accuracy"],
                          "open_exact_match": strict["open_exact_match"], "open_f1": strict["open_f1"]})
     table = ["| model | eval set | n | closed accuracy | open exact match | open F1 |", "|---|---|---|---|---|---|"]
-    table += [f"| {r['model']} | {r['dataset']} | {r['n']} | {_fmt(r['closed_accuracy'])} | "
-              f"{_fmt(r['open_exact_match'])} | {_fmt(r['open_f1'])} |" for r in rows]
+    table += [f"| {r['model']} | {r['dataset']} | {r['n']} | {percent_cell(r['closed_accuracy'])} | "
+              f"{percent_cell(r['open_exact_match'])} | {percent_cell(r['open_f1'])} |" for r in rows]
     timing = [f"- {name}: {secs:.1f} s" for name, secs in seconds.items()]
     text = "\n".join(["# medvlm demo", "", f"Wall time: {wall:.1f} s ({wall / 60:.1f} min)", "",
                       f"General base ({BASE}): {base}", "",

@@ -23,7 +23,7 @@ from medvlm.resources import recipes_dir
 from medvlm.rundir import ContinualDir, PipelineDir
 from medvlm.runs.continual import evaluate_row
 from medvlm.runs.pipeline import Pipeline, guarded_sequence, load_pipeline, run_pipeline
-from medvlm.runs.probes import probe_cells, stage_summary
+from medvlm.runs.probes import percent_cell, probe_cells, stage_summary
 from medvlm.train.outputs import claim_output_dir
 
 GUARDED = "guarded"  # the guarded run's directory under the demo's
@@ -69,8 +69,8 @@ def side_by_side(guarded_rows: list[dict[str, Any]], plain: dict[str, dict[str, 
     def cells(probes: dict[str, dict[str, Any]] | None, retention: float | None) -> list[str]:
         if probes is None:
             return ["—"] * 4
-        return [_fmt(probes[MEDICAL]["closed_accuracy"]), _fmt(probes[MEDICAL]["open_exact_match"]),
-                _fmt(probes[GENERAL]["open_exact_match"]), "—" if retention is None else f"{retention:.3f}"]
+        return [percent_cell(probes[MEDICAL]["closed_accuracy"]), percent_cell(probes[MEDICAL]["open_exact_match"]),
+                percent_cell(probes[GENERAL]["open_exact_match"]), "—" if retention is None else f"{retention:.3f}"]
 
     header = ["stage", *(f"{curriculum}: {column}" for curriculum in ("plain", "guarded")
                          for column in ("medical closed", "medical open exact", "general open exact",
@@ -88,9 +88,6 @@ def side_by_side(guarded_rows: list[dict[str, Any]], plain: dict[str, dict[str, 
                                         *cells(row["probes"], row["general_retention"]), ratio]) + " |")
     return "\n".join(lines)
 
-
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f}"
 
 
 def run_guarded_demo(plain_out: str | Path, base_dir: str | Path, overrides: list[str] | None = None,

@@ -46,7 +46,8 @@ def probe_table(output_dir: str | Path) -> list[dict[str, Any]]:
     return [{"model": model, **probe_cells(eval_dir, probe)} for model, eval_dir in models for probe in record.probes]
 
 
-def _fmt(value: float | None) -> str:
+def percent_cell(value: float | None) -> str:
+    """A percentage in a Markdown table (— where there is nothing to score)."""
     return "—" if value is None else f"{value:.1f}"
 
 
@@ -74,7 +75,7 @@ def stage_summary(output_dir: str | Path) -> tuple[dict[str, Any], str]:
         cells = [row["model"]]
         for probe in probes:
             cell = row["probes"][probe]
-            cells += [_fmt(cell["closed_accuracy"]), _fmt(cell["open_exact_match"])]
+            cells += [percent_cell(cell["closed_accuracy"]), percent_cell(cell["open_exact_match"])]
         cells += ["—" if row["general_retention"] is None else f"{row['general_retention']:.3f}",
                   "—" if row["sac_ratio"] is None else f"{row['sac_ratio']:g}"]
         lines.append("| " + " | ".join(cells) + " |")
