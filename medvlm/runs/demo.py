@@ -26,6 +26,7 @@ from medvlm.io import write_json, write_text
 from medvlm.resources import general_base, recipes_dir
 from medvlm.rundir import SCORES
 from medvlm.runs.general_base import build_general_base, load_build
+from medvlm.runs.guarded_demo import load_guarded_demo, run_guarded_demo
 from medvlm.runs.pipeline import PipelineResult, evaluate, load_pipeline, run_pipeline
 from medvlm.runs.probes import percent_cell
 from medvlm.runs.threads import cpu_threads
@@ -94,6 +95,7 @@ def run_demo(output: str | Path, overrides: list[str] | None = None, recipe: str
         base = f"shipped, {base_dir} (SHA256SUMS verified)"
     pipeline = load_pipeline(recipe_path, [f"output.dir={output}", f"model.path={base_dir}",
                                            "model.preset=null", *overrides])
+    guarded_pipeline = load_guarded_demo(out, base_dir, guarded_overrides) if guarded else None
     with cpu_threads(), claim(out):
         started = time.perf_counter()
         seconds: dict[str, float] = {}
@@ -110,10 +112,8 @@ def run_demo(output: str | Path, overrides: list[str] | None = None, recipe: str
             evaluate(pipeline, BASE, base_dir, evaluated)
             result.evaluations = {**evaluated.evaluations, **result.evaluations}
             seconds.update(evaluated.stage_seconds)
-        if guarded:
-            from medvlm.runs.guarded_demo import run_guarded_demo
-
-            guarded_text, seconds["guarded curriculum"] = run_guarded_demo(out, base_dir, guarded_overrides)
+        if guarded_pipeline is not None:
+            guarded_text, seconds["guarded curriculum"] = run_guarded_demo(out, guarded_pipeline)
         wall = time.perf_counter() - started
     summary, text = summarize(result.evaluations, seconds, wall, base)
     layout = pipeline.layout
@@ -121,7 +121,7 @@ def run_demo(output: str | Path, overrides: list[str] | None = None, recipe: str
     final = result.evaluations.get(final_stage, {})
     if final:
         write_json(out / SCORES, next(iter(final.values())))
-    if guarded:
+    if guarded_pipeline is not None:
         text += "\n" + guarded_text
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", text)

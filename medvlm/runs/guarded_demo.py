@@ -90,16 +90,21 @@ def side_by_side(guarded_rows: list[dict[str, Any]], plain: dict[str, dict[str, 
 
 
 
-def run_guarded_demo(plain_out: str | Path, base_dir: str | Path, overrides: list[str] | None = None,
-                     recipe: str | Path | None = None) -> tuple[str, float]:
-    """Run the guarded curriculum from ``base_dir`` beside a finished plain demo in ``plain_out``;
-    returns the Markdown to append to its summary and the seconds it took."""
+def load_guarded_demo(plain_out: str | Path, base_dir: str | Path, overrides: list[str] | None = None,
+                      recipe: str | Path | None = None) -> Pipeline:
+    """The guarded curriculum writing into ``plain_out/guarded`` from ``base_dir``, resolved (and so
+    checked) before the plain demo spends minutes training."""
+    recipe_path = Path(recipe) if recipe else recipes_dir() / "demo" / "pipeline_guarded.yaml"
+    return load_pipeline(recipe_path, [f"output.dir={Path(plain_out) / GUARDED}", f"model.path={base_dir}",
+                                       "model.preset=null", *(overrides or [])])
+
+
+def run_guarded_demo(plain_out: str | Path, pipeline: Pipeline) -> tuple[str, float]:
+    """Run the guarded curriculum (:func:`load_guarded_demo`) beside a finished plain demo in
+    ``plain_out``; returns the Markdown to append to its summary and the seconds it took."""
     started = time.perf_counter()
     plain_out = Path(plain_out)
-    out = plain_out / GUARDED
-    recipe_path = Path(recipe) if recipe else recipes_dir() / "demo" / "pipeline_guarded.yaml"
-    pipeline = load_pipeline(recipe_path, [f"output.dir={out}", f"model.path={base_dir}", "model.preset=null",
-                                           *(overrides or [])])
+    out = pipeline.output_dir
     link_data(pipeline, plain_out / "synthetic")
     run_pipeline(pipeline)
     summary, table = stage_summary(out)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from medvlm.errors import RecipeError
 from medvlm.io import read_json
 from medvlm.resources import GENERAL_BASE, read_manifest
 from medvlm.runs.demo import run_demo
@@ -60,6 +61,14 @@ def test_shortened_demo_runs_every_stage_and_scores(tmp_path: Path) -> None:
     stamps = {path: path.stat().st_mtime_ns for path in out.glob("*/model/model.safetensors")}
     run_demo(out, overrides=SHORT)
     assert stamps and {path: path.stat().st_mtime_ns for path in stamps} == stamps
+
+
+def test_a_bad_guarded_setting_is_refused_before_the_plain_demo_trains(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    refusal = r"key 'continual.sac.auto.grid\[1\]': Input should be less than or equal to 1"
+    with pytest.raises(RecipeError, match=refusal):
+        run_demo(out, overrides=[*SHORT, "continual.sac.auto.grid=[0.5, 2]"], guarded=True)
+    assert not (out / "align").exists()
 
 
 @pytest.mark.slow
