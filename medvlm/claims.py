@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from medvlm.distributed import is_main_process
 from medvlm.errors import OutputError
 from medvlm.io import LOCK_FILE
 
@@ -87,10 +88,6 @@ def _take_over(lock: Path, stale: dict) -> bool:
         return True
 
 
-def _is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
-
-
 def acquire(directory: str | os.PathLike) -> None:
     """Claim ``directory`` for this process (creating it); a second claim by the holder is counted."""
     directory = Path(directory).resolve()
@@ -149,7 +146,7 @@ def release(directory: str | os.PathLike) -> None:
 def claim(directory: str | os.PathLike) -> Iterator[Path]:
     """Hold ``directory``'s lock for the duration (main process only; re-entrant within a process)."""
     directory = Path(directory)
-    if not _is_main_process():
+    if not is_main_process():
         yield directory
         return
     acquire(directory)

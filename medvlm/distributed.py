@@ -56,6 +56,15 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def is_main_process() -> bool:
+    """Whether this is the process that prepares and owns the run's files (``RANK`` 0, or no launcher).
+
+    Read from the launcher's environment, so it answers before any process group exists: output
+    directories are prepared before the Trainer initialises distributed training.
+    """
+    return os.environ.get("RANK", "0") == "0"
+
+
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 

@@ -22,7 +22,7 @@ from transformers import set_seed
 from medvlm.claims import claim
 from medvlm.data.reading import read_samples
 from medvlm.data.records import Sample
-from medvlm.distributed import barrier, forget_deepspeed_config, zero_stage
+from medvlm.distributed import barrier, forget_deepspeed_config, is_main_process, zero_stage
 from medvlm.errors import DataError, MedvlmError, ModelError
 from medvlm.io import write_json, write_text
 from medvlm.model.adapters import check_peft_plan
@@ -69,10 +69,11 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
 def _run_stage(recipe: Recipe, trainable: tuple[str, ...], *, resume: bool, loss_plugins: list[LossPlugin] | None,
                extra_samples: list[Sample] | None, held_out: Collection[str]) -> StageResult:
     out = prepare_output_dir(recipe, resume)
-    write_text(out.recipe, recipe.to_yaml())
-    data_paths = [spec.path for spec in recipe.data.train if spec.path and Path(spec.path).is_file()]
-    write_json(out.provenance, provenance(data_paths, recipe=recipe.source_file, stage=recipe.train.stage,
-                                          trust_remote_code=recipe.model.trust_remote_code))
+    if is_main_process():
+        write_text(out.recipe, recipe.to_yaml())
+        data_paths = [spec.path for spec in recipe.data.train if spec.path and Path(spec.path).is_file()]
+        write_json(out.provenance, provenance(data_paths, recipe=recipe.source_file, stage=recipe.train.stage,
+                                              trust_remote_code=recipe.model.trust_remote_code))
     set_seed(recipe.train.seed)
 
     model, processor, freeze = prepare_model(recipe, trainable)
@@ -90,7 +91,8 @@ def _run_stage(recipe: Recipe, trainable: tuple[str, ...], *, resume: bool, loss
         raise DataError("the training sources yielded no samples", file=recipe.source_file)
     preparer = preparer_for(model.config, processor, recipe.data.image_aspect_ratio)
     setup = SETUPS.get(recipe.train.stage, supervised_setup)(recipe, model, processor, samples, preparer)
-    write_json(out.data_report, {"sources": reports, "encoding": setup.report})
+    if is_main_process():
+        write_json(out.data_report, {"sources": reports, "encoding": setup.report})
     log.info("%s", freeze.describe())
 
     args = training_arguments(recipe, out, find_unused=not all(setup.dataset.has_image),
