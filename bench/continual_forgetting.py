@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -36,6 +35,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
+from machine import machine  # noqa: E402
 
 from medvlm.claims import claim  # noqa: E402
 from medvlm.eval.plots import plot_continual_methods  # noqa: E402
@@ -222,8 +222,7 @@ def write_results(args, records: dict[str, dict[int, dict]], failures: dict, sec
         "sac_uir_vs_reference_seq_ft": against_reference(records, args.reference),
         "failures": failures,
         "complete": not failures and all(len(records[m]) == len(args.seeds) for m in args.methods),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "load_average": os.getloadavg()},
+        "machine": machine(),
         "wall_seconds_this_invocation": round(seconds, 1),
         "provenance": provenance(),
     }

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -39,6 +38,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 import torch  # noqa: E402
+from machine import machine  # noqa: E402
 from PIL import Image  # noqa: E402
 from pydicom.data import get_testdata_file  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
@@ -184,8 +184,7 @@ def main() -> None:
         for name, (_, note) in sets.items()}
     result = {
         "benchmark": "data_throughput",
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "pydicom": pydicom.__version__},
+        "machine": machine(pydicom=pydicom.__version__),
         "pipeline": "llava JSON -> SupervisedDataset -> DataLoader(Collator); per sample: resolve, decode, "
                     f"pad to square, resize to {args.image_size}, normalise; pixel cache off",
         "samples_per_epoch": args.samples, "batch_size": args.batch_size, "repeats": args.repeats,

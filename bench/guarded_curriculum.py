@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import statistics
 import sys
 import time
@@ -38,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from continual_forgetting import paired  # noqa: E402
+from machine import machine  # noqa: E402
 
 from medvlm.data.synthetic import SyntheticSpec, materialise  # noqa: E402
 from medvlm.io import read_json, write_json  # noqa: E402
@@ -168,8 +168,7 @@ def write_results(args, runs: dict[str, dict[int, dict]], failures: dict) -> Non
         "summary": summary,
         "runs": {variant: {str(s): r for s, r in sorted(by_seed.items())} for variant, by_seed in runs.items()},
         "failures": failures,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "load_average": os.getloadavg()},
+        "machine": machine(),
         "provenance": provenance(),
     }
     write_json(args.output, result)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -34,6 +33,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
+from machine import machine  # noqa: E402
 from transformers import TrainingArguments  # noqa: E402
 
 from medvlm.continual.sac import consolidate_delta, consolidate_lora_delta, consolidate_low_rank  # noqa: E402
@@ -231,8 +231,7 @@ def main() -> None:
           f"{model['with_dense_delta_seconds']} s (with dense Δ̃)", flush=True)
     result = {
         "benchmark": "sac_speed",
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "load_average": os.getloadavg()},
+        "machine": machine(),
         "sac": {"ratio": RATIO, "rank": RANK, "dtype": "float32", "samples": samples, "whole_model": model,
                 "max_sample_error": max(row["max_abs_error_relative_to_max_entry"] for row in samples),
                 "min_speedup": min(row["speedup"] for row in samples)},

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -28,6 +27,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
+from machine import machine  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from transformers import TrainerCallback, TrainingArguments, get_cosine_schedule_with_warmup  # noqa: E402
 
@@ -149,8 +149,7 @@ def main() -> None:
         shuffled = random_batches(len(dataset), args.batch_size, seed=0)
         result = {
             "benchmark": "train_overhead",
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads()},
+            "machine": machine(),
             "model": "tiny-clip-llama (projector + language model trainable)",
             "samples": len(dataset), "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
             "bare_tokens_per_second": [round(x, 1) for x in bare],

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import sys
 import time
 import traceback
@@ -31,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from continual_forgetting import REPO, RESULTS, ensure_base, mean_std, paired, run_one  # noqa: E402
+from machine import machine  # noqa: E402
 
 from medvlm.io import read_json, write_json  # noqa: E402
 from medvlm.provenance import provenance  # noqa: E402
@@ -108,8 +107,7 @@ def write(args, records: dict[str, dict[int, dict]], reference: dict, failures: 
         "reference_uir_per_seed": {str(s): r["metrics"] for s, r in old_uir.items()},
         "configs": configs,
         "failures": failures,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "load_average": os.getloadavg()},
+        "machine": machine(),
         "wall_seconds_this_invocation": round(seconds, 1),
         "provenance": provenance(),
     }
