@@ -1,20 +1,23 @@
 """The demo curriculum guarded against forgetting: align → instruct → finetune as continual tasks
-(SAC with its ratio chosen per stage + UIR), several seeds, against the unguarded curriculum.
+(SAC with its ratio chosen per stage + UIR + general rehearsal in finetune), several seeds, against
+the unguarded curriculum and against each part of the guard alone.
 
 From the tiny general base medvlm ships (the one ``medvlm demo`` starts from; the synthetic data is
 generated once and linked into every run), each seed runs ``recipes/demo/pipeline_guarded.yaml`` with
 that seed for the three adaptation stages; ``--variants`` adds the plain curriculum (``unguarded``:
-the same recipe with method seq-ft, no guard, the same probes answered after every stage) and the
-data-mixing baseline (``rehearsal``: no guard, general VQA questions mixed into the finetune
-stage). Finished runs are skipped, so the benchmark resumes, and runs of other seeds can go on in
-other processes (``--seeds 1``) and be collected by a last call with every seed.
+the same recipe and step counts with method seq-ft, finetune on medical questions only, the same
+probes answered after every stage), data mixing alone (``rehearsal``: seq-ft on the recipe's mixed
+finetune data) and the guards alone (``sac-uir``: no general questions in finetune). Finished runs
+are skipped, so the benchmark resumes, and runs of other seeds can go on in other processes
+(``--seeds 1``) and be collected by a last call with every seed.
 
 Reported per variant: mean ± sample std over seeds of the final model's medical strict closed
 accuracy and open exact match and of the general probe's open exact match (the issue's targets:
-≥ 90, ≥ 80, ≥ 80), the per-stage table, and the SAC ratio chosen per stage with its sweep.
+≥ 90, ≥ 80, ≥ 80), the per-stage table, the SAC ratio chosen per stage with its sweep, and paired
+per-seed differences against ``unguarded`` (and, for ``guarded``, against ``rehearsal``).
 
-    python bench/guarded_curriculum.py [--seeds 0 1 2] [--variants guarded unguarded rehearsal]
-        [--threads 1] [--output F] [override ...]
+    python bench/guarded_curriculum.py [--seeds 0 1 2] [--variants guarded unguarded rehearsal sac-uir]
+        [--threads 1] [--work-dir D] [--output F] [override ...]
 
 Writes bench/results/guarded_curriculum.json.
 """
@@ -53,22 +56,24 @@ TASK_STAGES = ("align", "instruct", "finetune")
 log = logging.getLogger("medvlm")
 
 
-GENERAL_REHEARSAL = 1500  # general VQA training questions mixed into the finetune stage ("rehearsal")
+VARIANTS = ("guarded", "unguarded", "rehearsal", "sac-uir")
+MEDICAL_ONLY = ("finetune.data.train=[{dataset: synthetic, path: '${output_dir}/synthetic', split: train, "
+                "options: {subset: medical_vqa}}]")
 
 
 def variant_overrides(variant: str) -> tuple[Path, list[str]]:
-    """The recipe and overrides of a variant: ``guarded`` (SAC auto + UIR), ``unguarded`` (the plain
-    curriculum: no guard, the same probes after every stage), ``rehearsal`` (no guard, but the finetune
-    stage also trains on general VQA questions: the data-mixing baseline the guards are measured against)."""
+    """The recipe and overrides of a variant, all at the recipe's step counts:
+
+    * ``guarded``: the recipe as shipped (SAC auto + UIR; the finetune stage also rehearses general VQA
+      training questions);
+    * ``unguarded``: the plain curriculum (seq-ft, finetune on the medical questions only), the same
+      probes answered after every stage;
+    * ``rehearsal``: seq-ft on the recipe's mixed finetune data (data mixing without a guard);
+    * ``sac-uir``: the guards without rehearsal (finetune on the medical questions only).
+    """
     recipe = REPO / "recipes" / "demo" / "pipeline_guarded.yaml"
-    if variant == "guarded":
-        return recipe, []
-    if variant == "unguarded":
-        return recipe, ["continual.method=seq-ft"]
-    source = "{dataset: synthetic, path: '${output_dir}/synthetic', split: train"
-    mixed = (f"finetune.data.train=[{source}, options: {{subset: medical_vqa}}}}, "
-             f"{source}, limit: {GENERAL_REHEARSAL}, options: {{subset: general_vqa}}}}]")
-    return recipe, ["continual.method=seq-ft", mixed]
+    return recipe, {"guarded": [], "unguarded": ["continual.method=seq-ft", MEDICAL_ONLY],
+                    "rehearsal": ["continual.method=seq-ft"], "sac-uir": [MEDICAL_ONLY]}[variant]
 
 
 def run_one(variant: str, seed: int, data: Path, work: Path, overrides: list[str]) -> dict:
@@ -103,7 +108,7 @@ def mean_std(values: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", choices=["guarded", "unguarded", "rehearsal"],
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS,
                         default=["guarded"])
     parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "guarded_bench")
     parser.add_argument("--threads", type=int)
@@ -153,10 +158,10 @@ def write_results(args, runs: dict[str, dict[int, dict]], failures: dict) -> Non
             "targets_met": {str(s): r["medical_closed"] >= 90 and r["medical_open"] >= 80 and r["general_open"] >= 80
                             for s, r in sorted(by_seed.items())},
         }
-        if variant != "unguarded" and runs.get("unguarded"):
-            plain = runs["unguarded"]
-            summary[variant]["vs_unguarded"] = {
-                key: paired(as_metrics(by_seed, key), as_metrics(plain, key), key) for key in COMPARED}
+        for other in ("unguarded", "rehearsal") if variant == "guarded" else ("unguarded",):
+            if variant != other and runs.get(other):
+                summary[variant][f"vs_{other}"] = {
+                    key: paired(as_metrics(by_seed, key), as_metrics(runs[other], key), key) for key in COMPARED}
     result = {
         "benchmark": "guarded_curriculum",
         "setup": {"recipe": "recipes/demo/pipeline_guarded.yaml", "overrides": args.overrides, "seeds": args.seeds,

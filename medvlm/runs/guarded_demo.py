@@ -2,11 +2,12 @@
 
 After the plain demo (``recipes/demo/pipeline.yaml`` in ``OUT``), ``recipes/demo/pipeline_guarded.yaml``
 runs in ``OUT/guarded`` from the same general base: align → instruct → finetune as continual tasks
-(SAC with r chosen per stage, UIR). The synthetic data is linked from ``OUT`` (the same generator
-and seed would write the same files). The plain run's stage models then answer the same probes
-(``OUT/guarded/plain_probes/<stage>/``), so ``OUT/summary.md`` can put both curricula side by side,
-stage by stage: medical accuracy and general retention. ``OUT/guarded/report.html`` has the guarded
-run's accuracy matrix and ratio sweeps.
+(SAC with r chosen per stage, UIR; its finetune stage also rehearses general questions, for longer).
+The synthetic data is linked from ``OUT`` (the same generator and seed would write the same files).
+The plain run's stage models then answer the same probes (``OUT/guarded/plain_probes/<stage>/``), so
+``OUT/summary.md`` can put both curricula side by side, stage by stage: medical accuracy and general
+retention, with every setting a guarded stage trains with differently from the plain one.
+``OUT/guarded/report.html`` has the guarded run's accuracy matrix and ratio sweeps.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from medvlm.claims import claim
 from medvlm.continual.record import read_continual_record
@@ -56,6 +59,51 @@ def plain_stage_probes(plain_out: Path, pipeline: Pipeline) -> dict[str, dict[st
         cells[task.name] = {probe: {**probe_cells(eval_dir, probe), "accuracy": value}
                             for (probe, _), value in zip(sequence.probe_sets(), accuracy, strict=True)}
     return cells
+
+
+#: where a stage writes and what it starts from differ between the curricula by construction
+UNCOMPARED = ("output.", "model.path", "name")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown(value: Any) -> str:
+    """A setting as a reader wants it: data sources by what they hold (not where the run linked them)."""
+    if isinstance(value, list) and all(isinstance(item, dict) and "dataset" in item for item in value):
+        def source(item: dict[str, Any]) -> str:
+            subset = (item.get("options") or {}).get("subset")
+            limit = f" (limit {item['limit']})" if item.get("limit") else ""
+            return f"{item['dataset']}{' ' + subset if subset else ''} {item.get('split', '')}{limit}".strip()
+        return " + ".join(source(item) for item in value) or "none"
+    return str(value)
+
+
+def stage_differences(plain_out: Path, pipeline: Pipeline) -> list[str]:
+    """Per stage the plain run also ran, the settings the guarded recipe trains it with differently
+    (``"finetune: train.max_steps 1000 → 2000; ..."``): the side-by-side table compares curricula,
+    and a reader must know when they did not train alike."""
+    plain = PipelineDir(plain_out)
+    lines = []
+    for name, recipe in pipeline.stages:
+        stored = plain.stage(name).recipe
+        if not stored.is_file():
+            continue
+        theirs = _flat(yaml.safe_load(stored.read_text(encoding="utf-8")))
+        ours = _flat(yaml.safe_load(recipe.to_yaml()))
+        changed = [f"{key} {_shown(theirs.get(key))} → {_shown(ours.get(key))}"
+                   for key in sorted(set(theirs) | set(ours))
+                   if not key.startswith(UNCOMPARED) and _shown(theirs.get(key)) != _shown(ours.get(key))]
+        if changed:
+            lines.append(f"- {name}: " + "; ".join(changed))
+    return lines
 
 
 def side_by_side(guarded_rows: list[dict[str, Any]], plain: dict[str, dict[str, dict[str, Any]]],
@@ -114,8 +162,13 @@ def run_guarded_demo(plain_out: str | Path, pipeline: Pipeline) -> tuple[str, fl
     summary["plain"] = plain
     write_json(out / "summary.json", summary)
     build_report([out / "continual.json"], out / "report.html", title="medvlm demo: the curriculum, guarded")
-    text = "\n".join(["## The curriculum, plain and guarded (SAC with r chosen per stage + UIR)", "",
+    method = pipeline.recipe.continual.method if pipeline.recipe.continual else "none"
+    differences = stage_differences(plain_out, pipeline)
+    trained = (["The guarded recipe trains these stages differently from the plain one:", "", *differences, ""]
+               if differences else [])
+    text = "\n".join([f"## The curriculum, plain and guarded (continual.method {method})", "",
                       "Both start from the same general base and answer the same probes (test sets) after every "
-                      "stage; strict metrics, percent.", "", side_by_side(summary["rows"], plain, initial_general), "",
+                      "stage; strict metrics, percent.", "", *trained,
+                      side_by_side(summary["rows"], plain, initial_general), "",
                       "### Guarded run, every probe", "", table, f"Report: {out / 'report.html'}", ""])
     return text, round(time.perf_counter() - started, 2)

@@ -129,7 +129,11 @@ def test_shortened_guarded_demo_compares_the_curricula_per_stage(tmp_path: Path)
     record = json.loads((guarded / "continual.json").read_text())
     assert record["tasks"] == ["align", "instruct", "finetune"] and record["probes"] == ["medical", "general"]
     assert set(record["ratio_sweeps"]) == {"align", "instruct", "finetune"}
-    assert "## The curriculum, plain and guarded" in text
+    assert "## The curriculum, plain and guarded (continual.method sac+uir)" in text
+    # the one way the guarded recipe trains differently (the step counts are the test's, for both)
+    assert [line for line in text.splitlines() if line.startswith("- ") and "→" in line] == [
+        "- finetune: data.train synthetic medical_vqa train → synthetic medical_vqa train + synthetic general_vqa "
+        "train (limit 1500)"]
     # plain table (medical, general), side by side, guarded run's own table
     assert (out / "summary.md").read_text().count("| finetune |") == 4
     plain = json.loads((guarded / "summary.json").read_text())["plain"]

@@ -6,6 +6,7 @@ import pytest
 
 from medvlm.errors import RecipeError
 from medvlm.recipe import validate
+from medvlm.runs.guarded_demo import stage_differences
 from medvlm.runs.pipeline import guarded_sequence, load_pipeline
 from tests.conftest import REPO
 
@@ -24,6 +25,27 @@ def test_demo_guarded_curriculum() -> None:
     assert all(source.split == "train" for source in spec.sac.auto.general)
     assert spec.uir.inquiries[0].options["subset"] == "general_text" and not spec.uir.drop_images
     assert align.stage.train.stage == "align" and align.stage.data.template == "plain"
+    # the finetune stage rehearses general VQA training questions, for twice the plain demo's steps
+    assert finetune.stage.train.max_steps == 2000
+    assert [(s.split, s.limit, s.options["subset"]) for s in finetune.stage.data.train] == [
+        ("train", None, "medical_vqa"), ("train", 1500, "general_vqa")]
+
+
+def test_the_demo_summary_names_how_a_guarded_stage_trains_differently(tmp_path) -> None:
+    """The side-by-side table compares curricula: it says where they did not train alike, and not
+    where they merely write or start from."""
+    plain = load_pipeline(REPO / "recipes" / "demo" / "pipeline.yaml", [f"output.dir={tmp_path}"])
+    for name, recipe in plain.stages[:2]:  # the plain run finished align and instruct only
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "recipe.resolved.yaml").write_text(recipe.to_yaml())
+    guarded = load_pipeline(REPO / "recipes" / "demo" / "pipeline_guarded.yaml",
+                            [f"output.dir={tmp_path / 'guarded'}", "instruct.train.learning_rate=3e-4"])
+    assert stage_differences(tmp_path, guarded) == ["- instruct: train.learning_rate 0.0005 → 0.0003"]
+    (tmp_path / "finetune").mkdir()
+    (tmp_path / "finetune" / "recipe.resolved.yaml").write_text(plain.stages[2][1].to_yaml())
+    assert stage_differences(tmp_path, guarded)[1] == (
+        "- finetune: data.train synthetic medical_vqa train → synthetic medical_vqa train + synthetic general_vqa "
+        "train (limit 1500); train.max_steps 1000 → 2000")
 
 
 def test_llava_med_guarded_curriculum(monkeypatch) -> None:
