@@ -15,14 +15,18 @@ ENV = {name: f"/tmp/{name.lower()}" for name in (
     "MEDVLM_TEXT_INQUIRIES", "MEDVLM_RUNS")}
 
 
-@pytest.mark.parametrize("path", ["recipes/demo/continual.yaml", "recipes/continual/medical_vqa_sac_uir.yaml"])
-def test_shipped_continual_recipes_validate(path: str, monkeypatch) -> None:
+@pytest.mark.parametrize(("path", "method", "guards"), [
+    ("recipes/demo/continual.yaml", "sac+uir", ["uir"]),
+    ("recipes/continual/medical_vqa_sac_uir.yaml", "sac+uir", ["uir"]),
+    ("recipes/demo/continual_guarded.yaml", "sac+uir+replay", ["uir", "replay"]),
+])
+def test_shipped_continual_recipes_validate(path: str, method: str, guards: list[str], monkeypatch) -> None:
     for key, value in ENV.items():
         monkeypatch.setenv(key, value)
     assert is_continual_recipe(REPO / path)
     recipe = load_recipe(REPO / path)
-    consolidator, guards = method_components(sequence_of(recipe), recipe)
-    assert recipe.continual.method == "sac+uir" and consolidator == "sac" and [n for n, _ in guards] == ["uir"]
+    consolidator, components = method_components(sequence_of(recipe), recipe)
+    assert recipe.continual.method == method and consolidator == "sac" and [n for n, _ in components] == guards
     assert len(recipe.continual.tasks) == 3 and [p.name for p in recipe.continual.probes] == ["general"]
 
 
