@@ -34,12 +34,12 @@ from urllib.parse import urlsplit
 from tqdm.auto import tqdm
 
 from medvlm.data.images import is_dicom_path, resolve_image_path
+from medvlm.data.reading import read_spec, source_spec
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample
-from medvlm.data.sources import read_source
 from medvlm.errors import DataError, MedvlmError
 from medvlm.eval.answers import question_id
 from medvlm.eval.predict import PredictSettings, answer_row, read_answer_ids, unanswered
-from medvlm.io import append_jsonl
+from medvlm.io import append_jsonl, check_output_file
 
 log = logging.getLogger("medvlm")
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -278,10 +278,13 @@ def predict_endpoint(endpoint: str, served_model: str, dataset: str, path: str |
     """``medvlm predict --endpoint``: (answers written now, questions in the set)."""
     if concurrency < 1:
         raise MedvlmError("--concurrency must be at least 1")
-    samples, report = read_source(dataset, path, split, policy=policy, limit=limit,  # type: ignore[arg-type]
-                                  image_root=image_root, **(options or {}))
+    check_output_file(output)
+    # read as local prediction reads: bad images are bad records (skipped and counted under skip)
+    read = read_spec(source_spec(dataset, path, split, image_root=image_root, options=options, limit=limit),
+                     policy=policy)  # type: ignore[arg-type]
+    samples, report = read.samples, read.report
     if report.skipped:
-        log.warning("skipped %d bad record(s): %s", report.skipped, report.summary()["skip_reasons"])
+        log.warning("%s: skipped %d bad record(s): %s", path, report.skipped, report.summary()["skip_reasons"])
     if not samples:
         raise DataError(f"no '{split}' samples in the data set", file=path)
     settings = EndpointSettings(prompt_style=prompt_style, max_new_tokens=max_new_tokens, system_prompt=system_prompt,

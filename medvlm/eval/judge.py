@@ -37,8 +37,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from medvlm.data.reading import read_spec, source_spec
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample
-from medvlm.data.sources import read_source
 from medvlm.errors import DataError, MedvlmError
 from medvlm.eval.answers import question_id, read_answers
 from medvlm.eval.endpoint import EndpointClient, base_url, run_all
@@ -196,7 +196,9 @@ def judge_answers(questions: str | Path, answers: str | Path, output: str | Path
     """``medvlm judge``: judge an answer file on the qa50 questions; writes ``output`` (JSON) and its reviews."""
     if concurrency < 1:
         raise MedvlmError("--concurrency must be at least 1")
-    samples, _ = read_source("llava_med", str(questions), "test", limit=limit, format="qa50")
+    # the judge reads captions and answers, not pixels: no image check
+    samples = read_spec(source_spec("llava_med", str(questions), "test", options={"format": "qa50"}, limit=limit),
+                        image_check="none").samples
     if not samples:
         raise DataError("no questions", file=str(questions))
     answer_file = read_answers(answers)

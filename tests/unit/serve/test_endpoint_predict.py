@@ -148,3 +148,25 @@ def test_base_url() -> None:
     assert base_url("https://api.example.org/openai/v1") == "https://api.example.org/openai/v1"
     with pytest.raises(EndpointError, match="not an http"):
         base_url("127.0.0.1:8000")
+
+
+def test_bad_images_are_bad_records_before_any_request(tmp_path: Path, capsys) -> None:
+    """Read as local prediction reads: a missing image is named (error policy) or skipped and counted
+    (skip), before the endpoint — here a closed port — is ever contacted."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps([
+        {"id": f"q{i}", "image": image, "conversations": [{"from": "human", "value": "<image>\nIs it dark?"},
+                                                          {"from": "gpt", "value": "yes"}]}
+        for i, image in enumerate(["ok.png", "missing.png"])]))
+    out = tmp_path / "answers.jsonl"
+    args = ["predict", "--endpoint", f"http://127.0.0.1:{_closed_port()}", "--served-model", "m", "--dataset",
+            "llava", "--path", str(data), "--image-root", str(tmp_path), "--split", "test", "--output", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "missing.png" in err and "data.json" in err and "cannot reach" not in err and not out.exists()
+    assert main([*args, "--on-bad-record", "skip"]) == 2  # one good question left: now the closed port
+    captured = capsys.readouterr().err
+    assert "skipped 1 bad record(s)" in captured and "cannot reach http://127.0.0.1:" in captured
