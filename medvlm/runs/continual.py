@@ -289,6 +289,14 @@ def _run_task(sequence: Sequence, index: int, task: SequenceTask, previous: Path
                           task_dir=directory.root, earlier_task_dirs=list(earlier),
                           samples=[s for s in samples if s.id not in set(validation)],
                           read_task_samples=read_task_samples, seed=sequence.seed)
+    sweep = None
+    if auto and not (directory.model / CONSOLIDATION).is_file():
+        from medvlm.runs.ratio import RatioSweep
+
+        probes = [source for _, sources in sequence.probe_sets() for source in sources]
+        sweep = RatioSweep(sac.auto, stage, sequence.probe_eval, sequence.probe_data, initial,
+                           sequence.layout.initial_eval, probes)
+        sweep.general_samples(context.samples)  # a general set that overlaps is refused before training
     directory.root.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {}
     guard_reports: dict[str, Any] = {}
@@ -324,14 +332,9 @@ def _run_task(sequence: Sequence, index: int, task: SequenceTask, previous: Path
             started = time.perf_counter()
             current = train_dir.adapter if train_dir.adapter.is_dir() else trained
             components = trainable_components(stage)
-            if auto:
-                from medvlm.runs.ratio import RatioSweep
-
-                probes = [source for _, sources in sequence.probe_sets() for source in sources]
-                sweep = RatioSweep(sac.auto, stage, sequence.probe_eval, sequence.probe_data, initial,
-                                   sequence.layout.initial_eval, probes)
+            if sweep is not None:
                 held = [s for s in samples if s.id in set(validation)]
-                consolidation = sweep.consolidate(previous, current, model_dir, components, held)
+                consolidation = sweep.consolidate(previous, current, model_dir, components, held, context.samples)
             else:
                 config = ConsolidationConfig(ratio=float(sac.ratio), alpha=sequence.spec.mix.alpha,
                                              settings=sequence.spec.settings(consolidator))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +79,20 @@ def item_key(sample: Sample) -> tuple[tuple[str, ...], str]:
     return images, sample.question.strip()
 
 
-def check_disjoint(general: list[Sample], probes: list[Sample]) -> None:
+def check_disjoint(general: list[Sample], probes: list[Sample], trained_on: Collection[Sample] = ()) -> None:
     """Refuse a general validation set that shares questions with a probe (a test set): the ratio
     would be chosen on the data it is judged on (a split name alone proves nothing: some sources
-    read one file whatever the split)."""
-    probe_keys = {item_key(sample) for sample in probes}
-    shared = [sample.id for sample in general if item_key(sample) in probe_keys]
-    if shared:
-        raise DataError(f"sac.auto.general shares {len(shared)} question(s) with the probes (e.g. {shared[0]}): "
-                        "the ratio must be chosen on validation data, never on what the probes test")
+    read one file whatever the split). Refuse one that shares questions with what the task trained
+    on as well (general rehearsal drawn from the same file, say): retention measured on questions the
+    update has just learned reads high whatever r, and the floor stops guarding."""
+    for others, what, why in ((probes, "the probes", "never on what the probes test"),
+                              (trained_on, "the task's training data",
+                               "not on questions the task has just trained on")):
+        keys = {item_key(sample) for sample in others}
+        shared = [sample.id for sample in general if item_key(sample) in keys]
+        if shared:
+            raise DataError(f"sac.auto.general shares {len(shared)} question(s) with {what} (e.g. {shared[0]}): "
+                            f"the ratio must be chosen on validation data, {why}")
 
 
 class RatioSweep:
@@ -104,13 +110,14 @@ class RatioSweep:
                                         max_new_tokens=auto.max_new_tokens, system_prompt=probe_data.system_prompt,
                                         image_aspect_ratio=probe_data.image_aspect_ratio, model_id="ratio-sweep")
 
-    def general_samples(self) -> list[Sample]:
+    def general_samples(self, trained_on: list[Sample]) -> list[Sample]:
         samples: list[Sample] = []
         for source in self.auto.general:
             samples.extend(read_spec(source).samples)
         if not samples:
             raise DataError("sac.auto.general yielded no sample")
-        check_disjoint(samples, [sample for source in self.probes for sample in read_spec(source).samples])
+        check_disjoint(samples, [sample for source in self.probes for sample in read_spec(source).samples],
+                       trained_on)
         return samples
 
     def baseline(self, general: list[Sample], dtype: str, device: str) -> float:
@@ -131,12 +138,13 @@ class RatioSweep:
         return accuracy
 
     def consolidate(self, previous: Path, current: Path, output: Path, components: tuple[str, ...],
-                    validation: list[Sample]) -> dict[str, Any]:
-        """Sweep, choose, write θ_t to ``output``; returns the consolidation summary with the sweep."""
+                    validation: list[Sample], trained_on: list[Sample]) -> dict[str, Any]:
+        """Sweep, choose, write θ_t to ``output``; returns the consolidation summary with the sweep.
+        ``validation`` is the held-out slice, ``trained_on`` the task's own training samples."""
         if not validation:
             raise DataError(f"{self.stage.source_file or 'stage'}: sac.ratio auto needs a validation slice, but "
                             "the task's training data left none to hold out")
-        general = self.general_samples()
+        general = self.general_samples(trained_on)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         baseline = self.baseline(general, stored_dtype(previous), device)
         update = load_update(previous, current)

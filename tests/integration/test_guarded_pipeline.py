@@ -13,7 +13,7 @@ import yaml
 from medvlm.continual import TaskContext
 from medvlm.continual.checkpoints import load_update
 from medvlm.continual.sac import decompose, rebuild
-from medvlm.errors import RecipeError
+from medvlm.errors import DataError, RecipeError
 from medvlm.model.build import component_of, load_pretrained
 from medvlm.recipe import SacAutoSpec
 from medvlm.runs.pipeline import load_pipeline, run_pipeline
@@ -165,3 +165,19 @@ def test_guard_settings_are_checked_before_anything_trains(tmp_path: Path, synth
     with pytest.raises(RecipeError, match="never on a test split"):
         load_pipeline(path)
     assert not (tmp_path / "bad").exists() and not (tmp_path / "test-split").exists()
+
+
+def test_a_general_validation_set_the_stage_trains_on_is_refused_before_it_trains(
+        tmp_path: Path, synthetic_dir: Path, synthetic_options: dict) -> None:
+    """General rehearsal and SAC's general validation set cut from one file: retention would be read on
+    questions the stage has just learned."""
+    general = [_source(synthetic_dir, synthetic_options, "general_vqa", "train", 6)]
+    path = guarded_pipeline(tmp_path, synthetic_dir, synthetic_options, "overlap", method="sac",
+                            sac={"ratio": "auto", "auto": {"general": general, "validation_samples": 4}})
+    align = yaml.safe_load((tmp_path / "align.yaml").read_text())
+    align["data"]["train"].append(_source(synthetic_dir, synthetic_options, "general_vqa", "train", 8))
+    (tmp_path / "align.yaml").write_text(yaml.safe_dump(align))
+    # 5 of the 6: one of them is in the stage's held-out validation slice (4 of its 20 samples), not trained on
+    with pytest.raises(DataError, match=r"sac.auto.general shares 5 question\(s\) with the task's training data"):
+        run_pipeline(load_pipeline(path))
+    assert not list((tmp_path / "overlap").glob("tasks/*/train/model"))  # nothing trained

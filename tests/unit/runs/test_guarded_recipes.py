@@ -22,7 +22,10 @@ def test_demo_guarded_curriculum() -> None:
     assert align.guards.skip == ["uir"] and spec.sac_for(align.guards).auto.metric == "loss"
     assert spec.sac_for(instruct.guards).auto.metric == "loss"
     assert spec.sac_for(finetune.guards).auto.metric == "accuracy"
-    assert all(source.split == "train" for source in spec.sac.auto.general)
+    # SAC's general validation set: another draw of the generator, which the rehearsing finetune stage
+    # never trains on (the seed-0 general training questions are rehearsed)
+    assert [(s.split, s.limit, s.options) for s in spec.sac.auto.general] == [
+        ("train", 200, {"subset": "general_vqa", "seed": 1})]
     assert spec.uir.inquiries[0].options["subset"] == "general_text" and not spec.uir.drop_images
     assert align.stage.train.stage == "align" and align.stage.data.template == "plain"
     # the finetune stage rehearses general VQA training questions, for twice the plain demo's steps

@@ -97,3 +97,17 @@ def test_a_general_validation_set_sharing_questions_with_a_probe_is_refused() ->
     # the same file read under another split label: other ids, same questions
     with pytest.raises(DataError, match=r"shares 1 question\(s\) with the probes \(e.g. g3\)"):
         check_disjoint([item("g3", "b.png", " Is it red? ", "validation")], probe)
+
+
+def test_a_general_validation_set_sharing_questions_with_the_training_data_is_refused() -> None:
+    def item(sample_id: str, image: str, question: str) -> Sample:
+        return Sample(id=sample_id, turns=[Turn("user", f"<image>\n{question}"), Turn("assistant", "red")],
+                      meta=SampleMeta(dataset="synthetic_general_vqa", split="train"), images=[image],
+                      image_root="/data")
+
+    rehearsed = [item("t1", "g1.png", "What colour is it?"), item("t2", "g2.png", "What shape is it?")]
+    check_disjoint([item("v1", "g3.png", "What colour is it?")], [], rehearsed)
+    # general rehearsal and the sweep's general set cut from one file: retention would read high at any r
+    with pytest.raises(DataError, match=r"shares 1 question\(s\) with the task's training data \(e.g. v2\)"):
+        check_disjoint([item("v1", "g3.png", "What colour is it?"), item("v2", "g2.png", "What shape is it?")],
+                       [], rehearsed)
