@@ -48,7 +48,8 @@ def test_other_ranks_leave_a_stage_directory_to_the_main_process(tmp_path: Path,
     recipe = recipe_at(tmp_path, out)
     monkeypatch.setenv("RANK", "1")
     assert prepare_output_dir(recipe, resume=False).root == out
-    assert sorted(p.name for p in out.iterdir()) == [".medvlm.json.abc123.tmp"]  # nothing read as foreign, nothing written
+    # nothing read as foreign, nothing written
+    assert sorted(p.name for p in out.iterdir()) == [".medvlm.json.abc123.tmp"]
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(MedvlmError, match="holds files medvlm did not write"):
         prepare_output_dir(recipe, resume=False)  # the main process still refuses someone's files
