@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from medvlm.errors import DataError, OutputError
+from medvlm.rundir import RECIPE
 
 #: Written into every directory medvlm creates whole: {"written_by": "medvlm", "kind": ...}.
 MARKER = ".medvlm-output.json"
 #: The kind of a run directory (train, pipeline, continual): never replaced as a whole.
 RUN = "run"
-RUN_FILE = "recipe.resolved.yaml"  # run directories written before markers existed hold this
 #: A run's claim on its output directory (see :mod:`medvlm.claims`); not content of the directory.
 LOCK_FILE = ".medvlm.lock"
 
@@ -144,7 +144,7 @@ def dir_kind(path: str | os.PathLike) -> str | None:
         kind = json.loads((path / MARKER).read_text(encoding="utf-8")).get("kind")
     except (OSError, ValueError, AttributeError):
         kind = None
-    if kind is None and (path / RUN_FILE).is_file():
+    if kind is None and (path / RECIPE).is_file():  # run directories written before markers existed
         return RUN
     return str(kind) if kind is not None else None
 

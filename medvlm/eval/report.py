@@ -33,6 +33,7 @@ from medvlm.eval.metrics import Metric, item_values, metrics, with_verdict
 from medvlm.eval.score import items_path
 from medvlm.io import write_json, write_text
 from medvlm.provenance import git_commit
+from medvlm.rundir import CONTINUAL, SCORES
 
 CONTINUAL_METRICS = ("avg", "last", "bwt", "fwt", "forgetting", "general_retention")
 WORST_ERRORS = 12
@@ -110,12 +111,12 @@ def collect(
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            score_files = sorted(p for p in path.rglob("*.json") if p.name == "scores.json")
-            continual_files = sorted(path.rglob("continual.json"))
+            score_files = sorted(p for p in path.rglob("*.json") if p.name == SCORES)
+            continual_files = sorted(path.rglob(CONTINUAL))
             if not score_files and not continual_files:
                 raise DataError("no scores.json or continual.json inside", file=str(path))
         elif path.is_file():
-            score_files, continual_files = ([], [path]) if path.name == "continual.json" else ([path], [])
+            score_files, continual_files = ([], [path]) if path.name == CONTINUAL else ([path], [])
         else:
             raise DataError("no such file or directory", file=str(path))
         for file in score_files:
