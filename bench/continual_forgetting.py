@@ -17,7 +17,11 @@ compared, paired by seed, with that file's seq-ft against the toy targets (Last 
 seed noise, BWT >= -10, general retention >= 0.9).
 
     python bench/continual_forgetting.py [--seeds 0 1 2] [--methods seq-ft sac ...] [--work-dir DIR]
-        [--threads N] [override KEY=VALUE ...]
+        [--threads N] [--reference FILE] [--probes test|validation] [override KEY=VALUE ...]
+
+``--probes validation`` answers every task probe and the general probe on the validation twin of
+the synthetic test sets (``bench/validation.py``): the way to choose between configurations (a
+floor, a guard) before reading the test sets with the chosen one.
 
 Writes bench/results/continual_forgetting.json (and a .png of the matrices and the comparison).
 """
@@ -39,6 +43,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 from machine import machine  # noqa: E402
+from validation import as_validation, materialise_validation  # noqa: E402
 
 from medvlm.claims import claim  # noqa: E402
 from medvlm.eval.plots import plot_continual_methods  # noqa: E402
@@ -68,18 +73,22 @@ def run_dir(work: Path, method: str, seed: int) -> Path:
 
 
 def run_one(recipe_path: Path, work: Path, base_dir: Path, method: str, seed: int,
-            overrides: list[str]) -> dict:
+            overrides: list[str], probes: str = "test") -> dict:
     out = run_dir(work, method, seed)
     shared_initial = work / "_initial_eval"
-    synthetic = base_dir / "synthetic"
     recipe = load_recipe(recipe_path, [f"continual.method={method}", f"train.seed={seed}",
                                        f"output.dir={out}", f"model.path={base_dir / 'base' / 'model'}",
                                        *overrides])
     for spec in [s for t in recipe.continual.tasks for s in (*t.train, *t.eval)] + \
             [s for p in recipe.continual.probes for s in p.eval] + list(recipe.continual.uir.inquiries) + \
             list(recipe.continual.sac.auto.general):
-        if spec.dataset == "synthetic":
-            spec.path = str(synthetic)
+        if spec.dataset == "synthetic":  # the recipes' outputs/continual_base/... lives under --base-dir
+            spec.path = str(base_dir / Path(spec.path or "synthetic").name)
+    if probes == "validation":  # choosing a configuration: every probe on the validation twin
+        for spec in [s for t in recipe.continual.tasks for s in t.eval] + \
+                [s for p in recipe.continual.probes for s in p.eval]:
+            as_validation(spec, base_dir)
+    materialise_validation(base_dir)  # generated once, before any reader (a recipe may draw on it too)
     if shared_initial.is_dir() and not (out / "eval" / "initial").exists():
         with claim(out):  # the run's directory first, so the copied answers are not someone else's files
             claim_output_dir(out, recipe, "continual run")
@@ -121,13 +130,17 @@ def chosen_ratios(runs: dict[int, dict]) -> dict[str, dict[str, float]] | None:
 
 
 def against_reference(records: dict[str, dict[int, dict]], reference: Path | None) -> dict | None:
-    """Every guarded method of this invocation vs seq-ft per-seed metrics of an earlier results file
-    (seq-ft is deterministic per seed: the merged code reproduced the pre-merge figures to every digit),
-    judged by the issue's toy targets."""
-    if reference is None:
+    """Every guarded method of this invocation vs seq-ft per seed, judged by the issue's toy targets:
+    seq-ft of an earlier results file (seq-ft is deterministic per seed: the merged code reproduced the
+    pre-merge figures to every digit) or, without one, this invocation's own seq-ft runs."""
+    if reference is not None:
+        earlier = read_json(reference)["methods"]["seq-ft"]["per_seed"]
+        theirs = {int(seed): {"metrics": metrics} for seed, metrics in earlier.items()}
+        source = str(reference.relative_to(REPO) if reference.is_relative_to(REPO) else reference)
+    elif records.get("seq-ft"):
+        theirs, source = records["seq-ft"], "seq-ft of this invocation"
+    else:
         return None
-    earlier = read_json(reference)["methods"]["seq-ft"]["per_seed"]
-    theirs = {int(seed): {"metrics": metrics} for seed, metrics in earlier.items()}
     compared = {}
     for method, ours in records.items():
         if method == "seq-ft" or not ours:
@@ -141,9 +154,8 @@ def against_reference(records: dict[str, dict[int, dict]], reference: Path | Non
             "bwt_at_least_minus_10": mean_bwt >= -10.0, "general_retention_at_least_0.9": retention >= 0.9}
     if not compared:
         return None
-    return {"reference": str(reference.relative_to(REPO) if reference.is_relative_to(REPO) else reference),
-            "methods": compared,
-            "criterion": "paired by seed against seq-ft of the reference file: Last gain with a one-sided 95% t "
+    return {"reference": source, "methods": compared,
+            "criterion": "paired by seed against seq-ft of the reference: Last gain with a one-sided 95% t "
                          "lower bound above 0; mean BWT >= -10; mean general retention >= 0.9"}
 
 
@@ -195,6 +207,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS / "continual_forgetting.json")
     parser.add_argument("--reference", type=Path, help="an earlier results file whose seq-ft per-seed metrics "
                         "sac+uir is compared with (instead of running seq-ft again)")
+    parser.add_argument("--probes", choices=["test", "validation"], default="test",
+                        help="validation: answer every probe on the synthetic validation twin (another seed), "
+                        "to choose between configurations without reading the test sets")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides for every run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr, force=True)
@@ -209,7 +224,8 @@ def main() -> None:
             done = run_dir(args.work_dir, method, seed) / "continual.json"
             try:
                 records[method][seed] = read_json(done) if done.is_file() else \
-                    run_one(args.recipe, args.work_dir, args.base_dir, method, seed, args.overrides)
+                    run_one(args.recipe, args.work_dir, args.base_dir, method, seed, args.overrides,
+                                                     args.probes)
             except Exception as exc:  # keep going: one broken run must not cost the others
                 failures[f"{method}/seed{seed}"] = "".join(traceback.format_exception_only(exc)).strip()
                 log.error("run %s seed %d failed:\n%s", method, seed, traceback.format_exc())
@@ -223,7 +239,7 @@ def write_results(args, records: dict[str, dict[int, dict]], failures: dict, sec
         "benchmark": "continual_forgetting",
         "setup": {
             "recipe": str(args.recipe.relative_to(REPO) if args.recipe.is_relative_to(REPO) else args.recipe),
-            "overrides": args.overrides, "seeds": args.seeds, "methods": args.methods,
+            "overrides": args.overrides, "seeds": args.seeds, "methods": args.methods, "probe_sets": args.probes,
             "tasks": any_record["tasks"] if any_record else None,
             "probes": any_record["probes"] if any_record else None,
             "accuracy_definition": any_record["provenance"]["accuracy_definition"] if any_record else None,

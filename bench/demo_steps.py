@@ -24,6 +24,8 @@ from pathlib import Path
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from validation import VALIDATION_DIR, VALIDATION_SEED  # noqa: E402
+
 from medvlm.eval.run import evaluate_model  # noqa: E402
 from medvlm.io import write_json  # noqa: E402
 from medvlm.recipe import EvalSpec, SourceSpec, load_recipe  # noqa: E402
@@ -32,7 +34,6 @@ from medvlm.runs.threads import cpu_threads  # noqa: E402
 from medvlm.train.stage import run_stage  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demo_steps.json"
-VALIDATION_SEED = 1
 
 
 def train(stage: str, start: Path, steps: int, out: Path, data_root: Path, batch: int | None = None,
@@ -53,7 +54,7 @@ def train(stage: str, start: Path, steps: int, out: Path, data_root: Path, batch
 
 def validate(model: Path, out: Path, data_root: Path) -> dict:
     spec = EvalSpec(batch_size=64, max_new_tokens=12, datasets=[
-        SourceSpec(dataset="synthetic", path=str(data_root / "validation"), split="test",
+        SourceSpec(dataset="synthetic", path=str(data_root / VALIDATION_DIR), split="test",
                    options={"subset": "medical_vqa", "seed": VALIDATION_SEED})])
     scores = next(iter(evaluate_model(model, spec, out, template="vicuna_v1", system_prompt="",
                                       image_aspect_ratio="pad").values()))

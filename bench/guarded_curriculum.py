@@ -17,7 +17,10 @@ accuracy and open exact match and of the general probe's open exact match (the i
 per-seed differences against ``unguarded`` (and, for ``guarded``, against ``rehearsal``).
 
     python bench/guarded_curriculum.py [--seeds 0 1 2] [--variants guarded unguarded rehearsal sac-uir]
-        [--threads 1] [--work-dir D] [--output F] [override ...]
+        [--threads 1] [--work-dir D] [--output F] [--probes test|validation] [override ...]
+
+``--probes validation`` answers the probes on the validation twin of the synthetic test sets
+(``bench/validation.py``): how the guarded recipe's rehearsal and step count were chosen.
 
 Writes bench/results/guarded_curriculum.json.
 """
@@ -41,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from continual_forgetting import paired  # noqa: E402
 from machine import machine  # noqa: E402
+from validation import as_validation, materialise_validation  # noqa: E402
 
 from medvlm.data.synthetic import SyntheticSpec, materialise  # noqa: E402
 from medvlm.io import read_json, write_json  # noqa: E402
@@ -76,13 +80,19 @@ def variant_overrides(variant: str) -> tuple[Path, list[str]]:
                     "rehearsal": ["continual.method=seq-ft"], "sac-uir": [MEDICAL_ONLY]}[variant]
 
 
-def run_one(variant: str, seed: int, data: Path, work: Path, overrides: list[str]) -> dict:
+def run_one(variant: str, seed: int, data: Path, work: Path, overrides: list[str], probes: str = "test") -> dict:
     out = work / variant / f"seed{seed}"
     recipe, own = variant_overrides(variant)
     seeds = [f"{stage}.train.seed={seed}" for stage in TASK_STAGES]
     pipeline = load_pipeline(recipe, [f"output.dir={out}", f"model.path={general_base()}", *seeds, *own,
                                       *overrides])
+    assert pipeline.recipe.continual is not None
+    if probes == "validation":  # choosing a configuration: the probes on the validation twin
+        for probe in pipeline.recipe.continual.probes:
+            for spec in probe.eval:
+                as_validation(spec, out)
     link_data(pipeline, data)
+    link_data(pipeline, materialise_validation(work))  # the twin: SAC's general validation set, and probes
     started = time.perf_counter()
     result = run_pipeline(pipeline, resume=True)
     assert result.continual is not None
@@ -113,6 +123,11 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "guarded_bench")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--output", type=Path, default=RESULTS / "guarded_curriculum.json")
+    parser.add_argument("--reference", type=Path, help="an earlier results file: the variants not run here are "
+                        "taken from it (seq-ft variants are deterministic per seed), so the paired comparisons hold")
+    parser.add_argument("--probes", choices=["test", "validation"], default="test",
+                        help="validation: the medical and general probes on the synthetic validation twin (another "
+                        "seed), to choose a configuration without reading the test sets")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr, force=True)
@@ -122,13 +137,17 @@ def main() -> None:
     materialise(str(data), SyntheticSpec())  # once, before any run links it
     variants = args.variants
     runs: dict[str, dict[int, dict]] = {v: {} for v in variants}
+    if args.reference:  # variants this invocation does not run, as an earlier file measured them
+        earlier = read_json(args.reference)["runs"]
+        runs.update({v: {int(seed): run for seed, run in earlier[v].items() if int(seed) in args.seeds}
+                     for v in VARIANTS if v not in variants and v in earlier})
     failures = {}
     for seed in args.seeds:
         for variant in variants:
             done = args.work_dir / variant / f"seed{seed}" / "bench_summary.json"
             try:
                 runs[variant][seed] = read_json(done) if done.is_file() else \
-                    run_one(variant, seed, data, args.work_dir, args.overrides)
+                    run_one(variant, seed, data, args.work_dir, args.overrides, args.probes)
             except Exception as exc:  # one broken run must not cost the others
                 failures[f"{variant}/seed{seed}"] = "".join(traceback.format_exception_only(exc)).strip()
                 log.error("%s seed %d failed:\n%s", variant, seed, traceback.format_exc())
@@ -165,6 +184,9 @@ def write_results(args, runs: dict[str, dict[int, dict]], failures: dict) -> Non
     result = {
         "benchmark": "guarded_curriculum",
         "setup": {"recipe": "recipes/demo/pipeline_guarded.yaml", "overrides": args.overrides, "seeds": args.seeds,
+                  "probe_sets": args.probes,
+                  "reference": str(args.reference) if args.reference else None,
+                  "variants_from_reference": [v for v in runs if v not in args.variants],
                   "base": "the shipped general base (medvlm/resources/general_base)", "work_dir": str(args.work_dir),
                   "targets": "final model: medical strict closed >= 90, medical open exact >= 80, general open exact "
                              ">= 80 (percent)",
