@@ -314,8 +314,10 @@ def _add_endpoint_predict_args(p: argparse.ArgumentParser, source: argparse._Mut
 
 def _add_model_use_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model directory, run, checkpoint or adapter (as predict takes)")
-    p.add_argument("--template", default="vicuna_v1", help="conversation template (as the model was trained)")
-    p.add_argument("--system-prompt", help="system prompt (default: the template's)")
+    p.add_argument("--template", type=registered(TEMPLATES),
+                   help="conversation template (default: the one the model was trained with, from its prompt.json "
+                   "or run recipe; else its family's)")
+    p.add_argument("--system-prompt", help="system prompt (default: the trained one, else the template's)")
     p.add_argument("--image-aspect-ratio", choices=("pad", "resize", "crop"), default="pad")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy, as predict decodes")

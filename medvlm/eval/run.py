@@ -14,7 +14,7 @@ from medvlm.eval.items import answer_type_of, evaluate_item
 from medvlm.eval.predict import PredictSettings, generate_answers
 from medvlm.eval.score import score_answers
 from medvlm.io import check_output_file, sha256_file
-from medvlm.model.export import load_for_inference, model_prompt
+from medvlm.model.export import load_for_inference, prompt_settings
 from medvlm.recipe import EvalSpec
 from medvlm.rundir import EvalDir, StageDir, model_label
 
@@ -128,18 +128,6 @@ def score_dataset(dataset: str, path: str | None, split: str, predictions: str |
     )
     result.write(output)
     return result.scores
-
-
-def prompt_settings(model_dir: str | Path, template: str | None, system_prompt: str | None,
-                    ) -> tuple[str, str | None]:
-    """Template and system prompt for prompting ``model_dir``: what the caller asks for, else what the
-    model was trained with. The trained system prompt goes with the trained template only."""
-    trained = model_prompt(model_dir)
-    if trained is None:
-        return template or "vicuna_v1", system_prompt
-    if template is None or template == trained.template:
-        return trained.template, trained.system_prompt if system_prompt is None else system_prompt
-    return template, system_prompt
 
 
 def predict_dataset(

@@ -42,7 +42,7 @@ from medvlm.model.adapters import (
     merge_adapter,
 )
 from medvlm.model.build import DTYPES, has_processor, load_model, load_pretrained, saved_processor
-from medvlm.model.families import family_of, family_of_dir
+from medvlm.model.families import family_of, family_of_dir, resolve_family
 from medvlm.model.prompting import TrainedPrompt, read_trained_prompt
 from medvlm.recipe import Recipe, validate
 from medvlm.rundir import StageDir, run_dir_of
@@ -111,6 +111,26 @@ def trained_prompt(source: Source) -> TrainedPrompt | None:
 def model_prompt(path: str | Path) -> TrainedPrompt | None:
     """The prompt the model at ``path`` (any source :func:`resolve_source` accepts) was trained with."""
     return trained_prompt(resolve_source(path))
+
+
+def prompt_settings(path: str | Path, template: str | None, system_prompt: str | None) -> tuple[str, str | None]:
+    """Template and system prompt for prompting the model at ``path`` (predict, chat, serve alike): what
+    the caller asks for, else what the model was trained with, else its family's own template. The
+    trained system prompt goes with the trained template only."""
+    source = resolve_source(path)
+    trained = trained_prompt(source)
+    if trained is None:
+        if template is None:
+            if not source.is_adapter:
+                family = family_of_dir(source.path, "auto")
+            else:  # an adapter's family is its base model's
+                model = source.recipe.model if source.recipe is not None else None
+                family = resolve_family(model.family if model else "auto", model.path if model else None)
+            template = family.default_template
+        return template, system_prompt
+    if template is None or template == trained.template:
+        return trained.template, trained.system_prompt if system_prompt is None else system_prompt
+    return template, system_prompt
 
 
 def run_base_model(recipe: Recipe) -> tuple[torch.nn.Module, ProcessorMixin]:

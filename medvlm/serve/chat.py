@@ -107,17 +107,19 @@ class ChatSession:
         return path
 
 
-def run_chat(model_dir: str, *, image: str | None = None, window: str | None = None, template: str = "vicuna_v1",
+def run_chat(model_dir: str, *, image: str | None = None, window: str | None = None, template: str | None = None,
              system_prompt: str | None = None, max_new_tokens: int = 512, temperature: float = 0.0,
              top_p: float = 1.0, image_aspect_ratio: str = "pad", dtype: str | None = None,
              read: Callable[[str], str] = input, out: TextIO = sys.stdout) -> int:
-    """The interactive loop; ``read``/``out`` are the terminal (replaceable in tests)."""
-    from medvlm.model.export import load_for_inference
+    """The interactive loop; ``read``/``out`` are the terminal (replaceable in tests). ``template`` and
+    ``system_prompt`` default to those the model was trained with, as in ``medvlm predict``."""
+    from medvlm.model.export import load_for_inference, prompt_settings
 
     try:  # line editing and history where the platform has readline
         import readline  # noqa: F401
     except ImportError:
         pass
+    template, system_prompt = prompt_settings(model_dir, template, system_prompt)
     model, processor = load_for_inference(model_dir, dtype=dtype)
     session = ChatSession(Generator(model, processor, template, system_prompt, image_aspect_ratio),  # type: ignore[arg-type]
                           max_new_tokens=max_new_tokens, sampling=Sampling(temperature, top_p))

@@ -72,7 +72,7 @@ class ServeSettings:
     served_model_name: str | None = None
     api_key: str | None = None
     engine: str = "transformers"
-    template: str = "vicuna_v1"
+    template: str | None = None  # None: the one the model was trained with (see prompt_settings)
     system_prompt: str | None = None
     image_aspect_ratio: str = "pad"
     dtype: str | None = None
@@ -343,7 +343,8 @@ def build_app(generator: Generator, settings: ServeSettings) -> tuple[Starlette,
 def check_settings(settings: ServeSettings) -> None:
     if settings.engine not in ENGINES:
         raise ModelError(f"unknown engine '{settings.engine}'; known: {', '.join(ENGINES)}")
-    get_template(settings.template)
+    if settings.template is not None:
+        get_template(settings.template)
     if settings.image_root is not None and not Path(settings.image_root).is_dir():
         raise ModelError(f"--image-root {settings.image_root}: not a directory")
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
@@ -353,8 +354,14 @@ def check_settings(settings: ServeSettings) -> None:
 
 def serve(settings: ServeSettings) -> int:
     """Load the model and serve until interrupted (``--engine vllm``: run vLLM's server instead)."""
+    from medvlm.model.export import prompt_settings
+
     settings.api_key = settings.api_key or os.environ.get("MEDVLM_API_KEY") or None
     check_settings(settings)
+    # prompted as it was trained, as medvlm predict prompts it: answers match the answer files
+    settings.template, settings.system_prompt = prompt_settings(settings.model, settings.template,
+                                                                settings.system_prompt)
+    log.info("template %s, system prompt %r", settings.template, settings.system_prompt)
     if settings.engine == "vllm":
         return serve_vllm(settings)
     import uvicorn
@@ -449,7 +456,9 @@ def serve_vllm(settings: ServeSettings) -> int:
                          f"medvlm export {settings.model} DST --merge-lora")
     with tempfile.TemporaryDirectory(prefix="medvlm-vllm-") as tmp:
         template_file = Path(tmp) / "chat_template.jinja"
-        template_file.write_text(get_template(settings.template).jinja(), encoding="utf-8")
+        assert settings.template is not None  # resolved by serve()
+        template_file.write_text(get_template(settings.template).jinja(system=settings.system_prompt),
+                                 encoding="utf-8")
         command = vllm_command(settings, str(template_file))
         environment = dict(os.environ, **({"VLLM_API_KEY": settings.api_key} if settings.api_key else {}))
         log.info("starting vLLM: %s", " ".join(command[1:]))

@@ -188,7 +188,7 @@ def test_the_trained_prompt_travels_with_the_export(runs, exports, tmp_path: Pat
     """The runs train with system_prompt "": the export says so and its chat template renders no system."""
     from transformers import AutoProcessor
 
-    from medvlm.eval.run import prompt_settings
+    from medvlm.model.export import prompt_settings
     from medvlm.model.prompting import read_trained_prompt
 
     for kind in ("full", "lora", "lora-adapter"):

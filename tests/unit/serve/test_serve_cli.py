@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -78,3 +79,50 @@ def test_vllm_command_keeps_medvlm_template_and_safety_defaults(tmp_path: Path) 
     assert "secret" not in " ".join(command)  # the key travels in VLLM_API_KEY, not on the command line
     remote = vllm_command(ServeSettings(model="m", allow_remote_images=True), "t.jinja")
     assert "--allowed-media-domains" not in remote and "--allowed-local-media-path" not in remote
+
+
+def test_serve_and_chat_prompt_a_model_as_it_was_trained(micro_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """As predict does: the trained prompt (prompt.json) unless told otherwise, else the family's template —
+    the demo's models train with an empty system prompt and were served with Vicuna's long one."""
+    import shutil
+
+    import uvicorn
+
+    from medvlm.model.export import prompt_settings
+    from medvlm.model.tiny import build_tiny
+    from medvlm.serve.server import serve
+
+    trained = tmp_path / "trained"
+    shutil.copytree(micro_dir, trained)
+    (trained / "prompt.json").write_text(json.dumps({"template": "vicuna_v1", "system_prompt": ""}))
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    settings = ServeSettings(model=str(trained), port=0)
+    assert serve(settings) == 0
+    assert (settings.template, settings.system_prompt) == ("vicuna_v1", "")
+    told = ServeSettings(model=str(trained), port=0, template="mistral_instruct")
+    assert serve(told) == 0 and (told.template, told.system_prompt) == ("mistral_instruct", None)
+    # no prompt record: the family's own template (Qwen2.5-VL: chatml), not LLaVA's
+    qwen = tmp_path / "qwen"
+    model, processor = build_tiny("micro-clip-llama", family="qwen2_5_vl", template="chatml")
+    model.save_pretrained(qwen)
+    processor.save_pretrained(qwen)
+    assert prompt_settings(qwen, None, None) == ("chatml", None)
+    assert prompt_settings(micro_dir, None, None) == ("vicuna_v1", None)
+    # chat: the same resolution
+    import io
+
+    from medvlm.serve import chat
+
+    seen, real = [], chat.Generator
+
+    def recording(model, processor, template, system_prompt, *rest):
+        seen.append((template, system_prompt))
+        return real(model, processor, template, system_prompt, *rest)
+
+    monkeypatch.setattr(chat, "Generator", recording)
+
+    def leave(_prompt: str) -> str:
+        raise EOFError
+
+    assert chat.run_chat(str(trained), read=leave, out=io.StringIO()) == 0
+    assert seen == [("vicuna_v1", "")]
