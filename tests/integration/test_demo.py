@@ -115,8 +115,8 @@ def test_full_demo_meets_its_targets(tmp_path: Path) -> None:
 
 
 GUARDED_SHORT = [*SHORT, "continual.sac.auto.grid=[0.5, 1.0]", "continual.sac.auto.validation_samples=8",
-                 "continual.sac.auto.general=[{dataset: synthetic, path: '${output_dir}/synthetic', split: train, "
-                 "limit: 16, options: {subset: general_vqa}}]"]
+                 "continual.sac.auto.general=[{dataset: synthetic, path: '${output_dir}/validation', split: train, "
+                 "limit: 16, options: {subset: general_vqa, seed: 1}}]"]
 
 
 @pytest.mark.slow
