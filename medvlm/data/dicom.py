@@ -196,10 +196,14 @@ def _read(path: Path, *, pixels: bool, data: bytes | None = None) -> Any:
         raise DataError(f"DICOM file not found: {path}")
     try:
         with _quiet():
-            return pydicom.dcmread(io.BytesIO(data) if data is not None else path, stop_before_pixels=not pixels)
+            if data is None:
+                return pydicom.dcmread(path, stop_before_pixels=not pixels)
+            # Embedded bytes may be a bare data set (no preamble, no file meta): read them all the same,
+            # so that their pixels, not their bytes, are what a cache keeps.
+            return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not pixels, force=True)
     except InvalidDicomError:
         raise DataError(f"not a DICOM file (no DICM preamble): {path}") from None
-    except (OSError, ValueError, EOFError, TypeError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 — pydicom's parser raises whatever malformed bytes provoke
         raise DataError(f"cannot read DICOM file {path}: {type(exc).__name__}") from None
 
 
@@ -341,10 +345,27 @@ def _colour_display(arr: np.ndarray, ds: Any) -> np.ndarray:
     return arr[..., :3].astype(np.float64) / float((1 << bits) - 1)
 
 
+def _syntax_as_read(ds: Any) -> Any:
+    """The uncompressed transfer syntax a bare data set (no file meta) was parsed with, else None."""
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None or little is None:
+        return None
+    if implicit:
+        return ImplicitVRLittleEndian if little else None
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
 def _decode(ds: Any, path: Path, frame: int) -> np.ndarray:
     from pydicom.pixels import get_decoder, pixel_array
 
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is None and (syntax := _syntax_as_read(ds)) is not None:
+        from pydicom.dataset import FileMetaDataset
+
+        ds.file_meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = syntax  # pydicom's decoders read the syntax from the file meta
     if syntax is None:
         raise DataError(f"DICOM file {path} has no transfer syntax in its file meta")
     try:

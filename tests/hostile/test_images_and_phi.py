@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import zlib
@@ -79,14 +80,27 @@ def test_data_convert_checks_images(cli, tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_embedded_dicom_is_cached_as_pixels_only(tmp_path: Path) -> None:
+def _bare_data_set(source: Path) -> bytes:
+    """The DICOM data set without preamble, 'DICM' marker or file meta (pydicom still reads it)."""
+    dataset = dcmread(source)
+    dataset.preamble = None
+    del dataset.file_meta
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("form", ["file", "bare data set"])
+def test_embedded_dicom_is_cached_as_pixels_only(tmp_path: Path, form: str) -> None:
     source = Path(get_testdata_file("CT_small.dcm"))
     dataset = dcmread(source)
     phi = [str(dataset.PatientName), str(dataset.PatientID), str(dataset.get("InstitutionName", ""))]
     phi = [value for value in phi if len(value) >= 3]
     assert phi  # the test file carries identifying values to leak
+    data = source.read_bytes() if form == "file" else _bare_data_set(source)
+    assert data[128:132] == (b"DICM" if form == "file" else b"1.4.") and phi[0].encode() in data
     table = pa.table({"question": ["Is this a CT?"], "answer": ["yes"],
-                      "image": [{"bytes": source.read_bytes(), "path": "scan.dcm"}]})
+                      "image": [{"bytes": data, "path": "scan.dcm"}]})
     pq.write_table(table, tmp_path / "test.parquet")
     cache = tmp_path / "cache"
     samples, _ = read_source("hf", str(tmp_path / "test.parquet"), "test", image_cache=str(cache))
@@ -97,6 +111,16 @@ def test_embedded_dicom_is_cached_as_pixels_only(tmp_path: Path) -> None:
     assert b"DICM" not in content
     assert check_images(samples, "decode").bad == {}
     assert load_image(files[0]).size == (dataset.Columns, dataset.Rows)
+
+
+def test_embedded_bytes_that_are_no_image_are_refused_and_never_cached(tmp_path: Path) -> None:
+    table = pa.table({"question": ["Is this a CT?"], "answer": ["yes"],
+                      "image": [{"bytes": b"PatientName=Doe^Jane " * 20, "path": "scan.bin"}]})
+    pq.write_table(table, tmp_path / "test.parquet")
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"key 'image': neither a raster image .* nor DICOM"):
+        read_source("hf", str(tmp_path / "test.parquet"), "test", image_cache=str(cache))
+    assert not cache.exists() or not any(cache.iterdir())
 
 
 def test_a_stored_run_recipe_cannot_switch_on_remote_code(tmp_path: Path, caplog) -> None:

@@ -52,42 +52,59 @@ def default_image_cache() -> Path:
     return Path(base) / "images"
 
 
-def _sniff_suffix(data: bytes, name: str | None) -> str:
-    if name and Path(name).suffix:
-        return Path(name).suffix.lower()
-    for magic, suffix in ((b"\xff\xd8", ".jpg"), (b"\x89PNG", ".png"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
-                          (b"II*\x00", ".tif"), (b"MM\x00*", ".tif")):
-        if data.startswith(magic):
-            return suffix
-    return ".img"
+# Raster formats whose bytes are cached as they are (PIL's format name → suffix). Anything else is
+# decoded as DICOM (pixels only) or refused: raw bytes of another kind could carry a DICOM header
+# without its preamble, or any other container with patient data, to disk.
+_RASTER_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
+
+
+def _raster_suffix(data: bytes) -> str | None:
+    """The suffix of a raster image PIL recognises from its header, else None (nothing is decoded)."""
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a plugin's complaints about bytes it then rejects
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                return _RASTER_SUFFIXES.get(image.format or "")
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            return None
 
 
 def store_image_bytes(data: bytes, cache: Path, name: str | None = None) -> str:
     """Write embedded image bytes once under a content hash; returns the file name inside ``cache``.
 
-    DICOM bytes are decoded (:mod:`medvlm.data.dicom`, the file's own window) and only their pixels
-    are cached, as PNG: the DICOM header (patient name and id, dates, institution) never reaches disk.
-    The hash is of the original bytes, so the same DICOM is decoded once.
+    Raster images (PNG, JPEG, GIF, BMP, TIFF, WebP) are cached as they are. Everything else is read as
+    DICOM (:mod:`medvlm.data.dicom`, the file's own window; with or without the 128-byte preamble) and
+    only its pixels are cached, as PNG: the DICOM header (patient name and id, dates, institution) never
+    reaches disk. Bytes that are neither are refused and nothing is written. The hash is of the original
+    bytes, so the same DICOM is decoded once.
     """
     digest = hashlib.sha256(data).hexdigest()[:40]
-    if data[128:132] == b"DICM":
+    # a DICOM file's 128-byte preamble may itself hold a TIFF header ("dual-personality" files): the
+    # marker decides first
+    suffix = None if data[128:132] == b"DICM" else _raster_suffix(data)
+    if suffix is None:
         target = cache / f"{digest}.png"
         if not target.is_file():
             from medvlm.data.dicom import dicom_bytes_to_png
 
             try:
-                png = dicom_bytes_to_png(data, name or f"embedded DICOM {digest[:12]}")
+                png = dicom_bytes_to_png(data, name or f"embedded image {digest[:12]}")
             except DataError as exc:
-                raise Invalid(exc.detail, "image") from None
+                raise Invalid(f"neither a raster image (PNG, JPEG, GIF, BMP, TIFF, WebP) nor DICOM: {exc.detail}",
+                              "image") from None
             with atomic_open(target, "wb") as handle:
                 handle.write(png)
         return target.name
-    file_name = digest + _sniff_suffix(data, name)
-    target = cache / file_name
+    target = cache / (digest + suffix)
     if not target.is_file():
         with atomic_open(target, "wb") as handle:
             handle.write(data)
-    return file_name
+    return target.name
 
 
 # --------------------------------------------------------------------------------------------------
