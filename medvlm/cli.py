@@ -303,11 +303,12 @@ def _add_endpoint_predict_args(p: argparse.ArgumentParser, source: argparse._Mut
     source.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1)"
                         " to answer through instead of a local model")
     p.add_argument("--served-model", metavar="NAME", help="with --endpoint: the model id the server serves")
-    p.add_argument("--concurrency", type=int, default=8, help="with --endpoint: requests in flight (default 8)")
-    p.add_argument("--retries", type=int, default=4, help="with --endpoint: retries per request on connection "
+    p.add_argument("--concurrency", type=POSITIVE_INT, default=8,
+                   help="with --endpoint: requests in flight (default 8)")
+    p.add_argument("--retries", type=COUNT, default=4, help="with --endpoint: retries per request on connection "
                    "errors, timeouts, 429 and 5xx (exponential backoff)")
-    p.add_argument("--timeout", type=float, default=300.0, help="with --endpoint: seconds per request")
-    p.add_argument("--temperature", type=float, default=0.0, help="with --endpoint: 0 (default) is greedy")
+    p.add_argument("--timeout", type=POSITIVE, default=300.0, help="with --endpoint: seconds per request")
+    p.add_argument("--temperature", type=NON_NEGATIVE, default=0.0, help="with --endpoint: 0 (default) is greedy")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
                    help="with --endpoint: environment variable holding the API key (default OPENAI_API_KEY)")
 
@@ -320,7 +321,7 @@ def _add_model_use_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system-prompt", help="system prompt (default: the trained one, else the template's)")
     p.add_argument("--image-aspect-ratio", choices=("pad", "resize", "crop"), default="pad")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"))
-    p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy, as predict decodes")
+    p.add_argument("--temperature", type=NON_NEGATIVE, default=0.0, help="0 (default): greedy, as predict decodes")
 
 
 def _add_use_parsers(sub: argparse._SubParsersAction) -> None:
@@ -329,13 +330,13 @@ def _add_use_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", metavar="FILE", help="image or DICOM file to ask about (or /image in the chat)")
     p.add_argument("--window", help="DICOM window: auto (default), minmax or a CT preset (lung, mediastinum, "
                    "bone, brain, abdomen, liver)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--top-p", type=_bounded(float, 0, 1, low_open=True), default=1.0)
+    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=512)
 
     p = sub.add_parser("serve", help="OpenAI-compatible server (/v1/chat/completions, streaming) + a web page")
     _add_model_use_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_bounded(int, 0, 65535), default=8000)
     p.add_argument("--served-model-name", help="model id clients ask for (default: the model directory's name)")
     p.add_argument("--api-key-env", metavar="VAR", default="MEDVLM_API_KEY",
                    help="environment variable whose value clients must send as 'Authorization: Bearer KEY' "
@@ -346,13 +347,13 @@ def _add_use_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-root", metavar="DIR", help="allow local image paths in requests, confined to DIR")
     p.add_argument("--allow-remote-images", action="store_true",
                    help="let the server fetch http(s) image URLs (off: only data: URLs and --image-root paths)")
-    p.add_argument("--max-body-mb", type=int, default=32, help="largest request body (MiB)")
-    p.add_argument("--max-image-mb", type=int, default=16, help="largest image (MiB)")
-    p.add_argument("--max-images", type=int, default=4, help="images per request")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="answer length when a request sets none")
-    p.add_argument("--max-tokens-limit", type=int, default=2048, help="largest max_tokens a request may ask")
-    p.add_argument("--max-batch-size", type=int, default=8, help="requests batched into one generate call")
-    p.add_argument("--batch-window-ms", type=float, default=5.0,
+    p.add_argument("--max-body-mb", type=POSITIVE_INT, default=32, help="largest request body (MiB)")
+    p.add_argument("--max-image-mb", type=POSITIVE_INT, default=16, help="largest image (MiB)")
+    p.add_argument("--max-images", type=POSITIVE_INT, default=4, help="images per request")
+    p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=256, help="answer length when a request sets none")
+    p.add_argument("--max-tokens-limit", type=POSITIVE_INT, default=2048, help="largest max_tokens a request may ask")
+    p.add_argument("--max-batch-size", type=POSITIVE_INT, default=8, help="requests batched into one generate call")
+    p.add_argument("--batch-window-ms", type=NON_NEGATIVE, default=5.0,
                    help="how long a batch waits for more requests when it is not full")
 
     p = sub.add_parser("judge", help="LLaVA-Med's GPT-judged conversation score (qa50), any judge endpoint")
@@ -362,12 +363,12 @@ def _add_use_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--endpoint", required=True, metavar="URL", help="the judge's OpenAI-compatible endpoint")
     p.add_argument("--judge-model", required=True, metavar="NAME", help="the judge model id (e.g. gpt-4-0314)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR")
-    p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--retries", type=int, default=6)
-    p.add_argument("--timeout", type=float, default=300.0)
-    p.add_argument("--temperature", type=float, default=0.0, help="judge temperature (LLaVA-Med: 0)")
-    p.add_argument("--max-tokens", type=int, help="judge reply limit (default: the endpoint's)")
-    p.add_argument("--limit", type=int, help="judge only the first N questions")
+    p.add_argument("--concurrency", type=POSITIVE_INT, default=4)
+    p.add_argument("--retries", type=COUNT, default=6)
+    p.add_argument("--timeout", type=POSITIVE, default=300.0)
+    p.add_argument("--temperature", type=NON_NEGATIVE, default=0.0, help="judge temperature (LLaVA-Med: 0)")
+    p.add_argument("--max-tokens", type=POSITIVE_INT, help="judge reply limit (default: the endpoint's)")
+    p.add_argument("--limit", type=POSITIVE_INT, help="judge only the first N questions")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -394,6 +395,7 @@ def _bounded(kind: type, low: float, high: float | None = None, *, low_open: boo
 
 
 POSITIVE_INT, COUNT = _bounded(int, 1), _bounded(int, 0)
+POSITIVE, NON_NEGATIVE = _bounded(float, 0, low_open=True), _bounded(float, 0)
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser, *, required_split: bool = False) -> None:
@@ -537,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-check", choices=("none", "exists", "header", "decode"), default="header",
                    help="how hard to check referenced images (default: parse each header)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    p.add_argument("--max-problems", type=COUNT, help="list at most this many problems (default: all)")
+    p.add_argument("--max-problems", type=COUNT, default=20,
+                   help="list at most this many problems (default 20; all are counted, --json lists every one)")
     p.add_argument("--strict", action="store_true", help="exit with status 2 when any problem is found")
     p = data.add_parser("convert", help="write a data set as LLaVA conversation JSON (downstream format)")
     _add_dataset_args(p)

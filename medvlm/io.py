@@ -77,11 +77,17 @@ def append_jsonl(handle: IO, *rows: dict) -> None:
     os.fsync(handle.fileno())
 
 
-def check_output_file(path: str | os.PathLike) -> None:
-    """Refuse an output file path that is a directory or lies under a file, before anything is written."""
+def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """Refuse an output file path that is a directory, lies under a file or is one of the command's
+    ``inputs`` (a data file answered into itself would be replaced), before anything is written."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a directory; give a file path for this output")
+    if path.is_file():
+        for source in inputs:
+            if source is not None and Path(source).is_file() and os.path.samefile(path, source):
+                raise OutputError(f"{path}: is also this command's input ({source}); writing there would "
+                                  "replace it: give another output path")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():

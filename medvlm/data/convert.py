@@ -22,7 +22,7 @@ from medvlm.data.images import ImageCheckMode, resolve_image_path
 from medvlm.data.reading import read_spec, source_spec
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample
 from medvlm.errors import DataError
-from medvlm.io import write_json, write_jsonl
+from medvlm.io import check_output_file, write_json, write_jsonl
 
 ImagePosition = Literal["end", "front"]
 META_KEYS = ("answer_type", "question_type", "modality", "organ", "language")
@@ -70,6 +70,7 @@ def convert_dataset(name: str, path: str | None, split: str, output: str | os.Pa
     """
     if image_position not in ("end", "front"):
         raise DataError(f"image_position must be end or front, got {image_position!r}")
+    check_output_file(output, inputs=[path])  # a data file converted into itself would be lost
     read = read_spec(source_spec(name, path, split, image_root=image_root, options=options, limit=limit),
                      policy=policy, prompt_style=prompt_style, image_check=image_check)
     samples, report = read.samples, read.report

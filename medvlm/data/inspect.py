@@ -69,8 +69,10 @@ def _line(label: str, counts: dict[str, int], limit: int = 25) -> str:
     return f"  {label}: {shown or '-'}{more}"
 
 
-def format_inspection(result: dict[str, Any], max_problems: int | None = None) -> str:
-    """The human-readable report ``medvlm data inspect`` prints."""
+def format_inspection(result: dict[str, Any], max_problems: int | None = 20) -> str:
+    """The human-readable report ``medvlm data inspect`` prints: every count, and the first
+    ``max_problems`` problems (a data set with an image folder missing has one per record: tens of
+    thousands of lines would bury the counts; ``None`` lists them all)."""
     counts, images = result["counts"], result["images"]
     lines = [f"{result['dataset']} · split {result['split']} · {result['path']}",
              f"records read {result['records_read']} · samples {result['samples']} · "

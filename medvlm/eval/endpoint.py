@@ -278,7 +278,7 @@ def predict_endpoint(endpoint: str, served_model: str, dataset: str, path: str |
     """``medvlm predict --endpoint``: (answers written now, questions in the set)."""
     if concurrency < 1:
         raise MedvlmError("--concurrency must be at least 1")
-    check_output_file(output)
+    check_output_file(output, inputs=[path])
     # read as local prediction reads: bad images are bad records (skipped and counted under skip)
     read = read_spec(source_spec(dataset, path, split, image_root=image_root, options=options, limit=limit),
                      policy=policy)  # type: ignore[arg-type]

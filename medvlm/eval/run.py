@@ -107,7 +107,7 @@ def score_dataset(dataset: str, path: str | None, split: str, predictions: str |
                   image_root: str | None = None, options: dict[str, Any] | None = None, policy: str = "error",
                   baseline: str | Path | None = None, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """``medvlm score``: read the references and answer file(s), score, write scores.json + items."""
-    check_output_file(output)
+    check_output_file(output, inputs=[path, predictions, baseline])
     read = read_spec(source_spec(dataset, path, split, image_root=image_root, options=options),
                      policy=policy, image_check="none")  # type: ignore[arg-type]  # scoring reads no pixels
     samples, report = read.samples, read.report
@@ -155,7 +155,8 @@ def predict_dataset(
     ``template`` and ``system_prompt`` default to those the model was trained with (its
     ``prompt.json`` or run recipe), so a model is prompted as it learned to answer.
     """
-    check_output_file(output)  # before minutes of loading: a directory or a path under a file cannot be written
+    # before minutes of loading: a directory, a path under a file or the data file itself cannot be written
+    check_output_file(output, inputs=[path])
     # bad images are bad records: skipped and counted under --on-bad-record skip, named with the data file
     read = read_spec(source_spec(dataset, path, split, image_root=image_root, options=options, limit=limit),
                      policy=policy)  # type: ignore[arg-type]

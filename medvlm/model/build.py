@@ -8,6 +8,7 @@ family's model needs (image-token counts, image preparation, collation).
 from __future__ import annotations
 
 import logging
+import pickle
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -203,6 +204,13 @@ def load_pretrained(path: str | Path, *, dtype: str = "float32", attn_implementa
         processor = architecture.load_processor(path)
     except (OSError, SafetensorError) as exc:  # a missing or truncated weights / tokenizer file
         raise ModelError(f"{path}: cannot load model or processor: {first_line(exc)}") from None
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met an object that is no plain tensor
+        raise ModelError(f"{path}: a pickled weights file (pytorch_model.bin) holds more than plain tensors "
+                         "(code or objects): refused, nothing in it was run; use safetensors weights") from None
+    except RuntimeError as exc:
+        if "mismatch" not in str(exc):
+            raise
+        raise ModelError(f"{path}: the weights do not match config.json ({first_line(exc)})") from None
     if quantization is not None:
         from medvlm.model.quant import avoid_cpu_packing_bug
 

@@ -65,6 +65,28 @@ def test_an_output_path_that_is_a_directory_or_under_a_file(cli, tmp_path: Path)
     assert blocker.read_text() == "keep"
 
 
+def test_a_data_file_is_never_written_over_by_its_own_command(cli, tmp_path: Path) -> None:
+    """Answering or converting a data file into itself replaced it with the answers (predict) or the
+    converted records (data convert)."""
+    write_image(tmp_path / "a.png")
+    data = tmp_path / "test.json"
+    data.write_text(json.dumps([_record("1")]))
+    kept = data.read_bytes()
+    itself = f"{data}: is also this command's input ({data}); writing there would replace it"
+    cli("data", "convert", "--dataset", "llava", "--path", data, "--output", data).refused(itself, within=3)
+    cli("predict", "--model", tmp_path, "--dataset", "llava", "--path", data, "--output", data).refused(
+        itself, within=5)
+    link = tmp_path / "link.json"
+    link.symlink_to(data)  # the same file by another name
+    cli("data", "convert", "--dataset", "llava", "--path", data, "--output", link).refused(
+        f"{link}: is also this command's input", within=3)
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"question_id": "1", "text": "yes"}) + "\n")
+    cli("score", "--dataset", "llava", "--path", data, "--predictions", answers, "--output", answers).refused(
+        f"{answers}: is also this command's input", within=5)
+    assert data.read_bytes() == kept and link.is_symlink()
+
+
 def test_truncated_model_files_and_auto_map_are_model_errors(tmp_path: Path, micro_model_dir: Path, caplog) -> None:
     config = tmp_path / "cfg" / "config.json"
     shutil.copytree(micro_model_dir, config.parent)
@@ -85,6 +107,33 @@ def test_truncated_model_files_and_auto_map_are_model_errors(tmp_path: Path, mic
     with caplog.at_level(logging.WARNING, logger="medvlm"):
         load_pretrained(micro_model_dir, trust_remote_code=True)
     assert f"trust_remote_code is true: Python code shipped in {micro_model_dir.resolve()} will run" in caplog.text
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_pickled_weights_with_code_and_weights_unlike_the_config_are_model_errors(
+        tmp_path: Path, micro_model_dir: Path, capsys) -> None:
+    """A pytorch_model.bin holding code ended in an UnpicklingError traceback (refused, badly reported);
+    a config.json whose vocabulary disagrees with the weights in transformers' RuntimeError."""
+    import pickle
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(micro_model_dir, pickled)
+    (pickled / "model.safetensors").unlink()
+    (pickled / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": _RunsCode()}))
+    with pytest.raises(ModelError, match=f"{pickled}: a pickled weights file .* refused, nothing in it was run"):
+        load_pretrained(pickled)
+    assert "code ran" not in capsys.readouterr().out
+    resized = tmp_path / "resized"
+    shutil.copytree(micro_model_dir, resized)
+    settings = json.loads((resized / "config.json").read_text())
+    settings["text_config"]["vocab_size"] += 7
+    (resized / "config.json").write_text(json.dumps(settings))
+    with pytest.raises(ModelError, match=f"{resized}: the weights do not match config.json"):
+        load_pretrained(resized)
 
 
 def test_messages_do_not_repeat_their_location() -> None:
@@ -111,3 +160,12 @@ def test_a_deeply_nested_answer_line_is_a_counted_problem(cli, tmp_path: Path) -
     answers.write_text('{"question_id": "1", "text": "red"}\n{"question_id": ' + "[" * 50_000 + "]" * 50_000 + "}\n")
     cli("score", "--dataset", "llava", "--path", data, "--predictions", answers, "--output", tmp_path / "s.json",
         "--bootstrap", "0").refused(f"{answers}: record line 2: JSON nested too deeply to read", within=5)
+
+
+def test_inspect_output_stays_bounded_however_many_problems(cli, tmp_path: Path) -> None:
+    """A data set whose image folder is missing listed every record's problem (4 MB for 30 000 records)."""
+    data = tmp_path / "test.json"
+    data.write_text(json.dumps([_record(str(i)) for i in range(500)]))  # no image exists
+    result = cli("data", "inspect", "--dataset", "llava", "--path", data)
+    assert result.status == 0 and "problems: 500" in result.out and "… 480 more (use --json for all)" in result.out
+    assert len(result.out.splitlines()) < 45

@@ -71,6 +71,14 @@ def test_out_of_range_recipe_numbers_are_refused(tmp_path: Path, override: str, 
     ["predict", "--model", "m", "--dataset", "llava", "--output", "o", "--max-new-tokens", "-1"],
     ["predict", "--model", "m", "--dataset", "llava", "--output", "o", "--limit", "-1"],
     ["data", "convert", "--dataset", "llava", "--output", "o", "--limit", "0"],
+    ["serve", "--model", "m", "--max-new-tokens", "-1"],
+    ["serve", "--model", "m", "--max-batch-size", "0"],
+    ["serve", "--model", "m", "--port", "70000"],
+    ["chat", "--model", "m", "--max-new-tokens", "0"],
+    ["chat", "--model", "m", "--top-p", "0"],
+    ["judge", "--questions", "q", "--answers", "a", "--output", "o", "--endpoint", "e", "--judge-model", "j",
+     "--concurrency", "0"],
+    ["predict", "--endpoint", "e", "--dataset", "llava", "--output", "o", "--temperature", "-1"],
 ])
 def test_out_of_range_cli_numbers_exit_2(cli, argv: list[str]) -> None:
     result = cli(*argv)
