@@ -142,6 +142,20 @@ def release(directory: str | os.PathLike) -> None:
             pass  # not empty: the run wrote its outputs
 
 
+def check_not_in_use(directory: str | os.PathLike) -> None:
+    """Refuse a directory that a live medvlm process holds (a run writing into it): commands that
+    replace a directory as a whole (export, consolidate, convert) must not pull it from under the run,
+    ``--overwrite`` or not."""
+    directory = Path(directory)
+    holder = _read(directory / LOCK_FILE)
+    pid, host = holder.get("pid"), holder.get("host")
+    if not isinstance(pid, int) or directory.resolve() in _held:
+        return
+    if host != socket.gethostname() or _pid_alive(pid):
+        raise OutputError(f"{directory}: in use by a medvlm run (pid {pid} on host {host}); refusing to replace "
+                          "it; wait for that run to finish or choose another directory")
+
+
 @contextmanager
 def claim(directory: str | os.PathLike) -> Iterator[Path]:
     """Hold ``directory``'s lock for the duration (main process only; re-entrant within a process)."""

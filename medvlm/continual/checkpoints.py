@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from medvlm.claims import check_not_in_use
 from medvlm.continual import ConsolidationConfig, LowRankDelta, StateDict, get_consolidator
 from medvlm.errors import ModelError
 from medvlm.io import check_replaceable
@@ -108,7 +109,23 @@ def load_update(previous_dir: str | Path, current_dir: str | Path) -> Update:
     else:
         trained, processor = load_pretrained(current_dir, dtype=dtype)
         low_rank, current = {}, trained.state_dict()
+    check_same_shapes(previous, current, previous_dir, current_dir)
     return Update(model, processor, previous, current, low_rank, Path(previous_dir), Path(current_dir))
+
+
+def check_same_shapes(previous: StateDict, current: StateDict, previous_dir: str | Path,
+                      current_dir: str | Path) -> None:
+    """Consolidation pairs tensors by name: two models of different architectures or sizes cannot be
+    merged, and are refused before any arithmetic (a KeyError or shape error deep in SAC otherwise)."""
+    only = sorted(set(previous) ^ set(current))
+    if only:
+        raise ModelError(f"{current_dir} is not a finetuned successor of {previous_dir}: {len(only)} tensor(s) "
+                         f"are in only one of them (e.g. {only[0]})")
+    resized = [key for key in previous if previous[key].shape != current[key].shape]
+    if resized:
+        key = resized[0]
+        raise ModelError(f"{current_dir} is not a finetuned successor of {previous_dir}: {len(resized)} tensor(s) "
+                         f"differ in shape (e.g. {key}: {tuple(previous[key].shape)} vs {tuple(current[key].shape)})")
 
 
 def consolidated_state(update: Update, partial: StateDict, keys: set[str]) -> StateDict:
@@ -158,6 +175,7 @@ def consolidate_checkpoints(method: str, previous_dir: str | Path, current_dir: 
     contain) either input; a directory of other files is replaced only with ``overwrite`` (checked
     before any weights load).
     """
+    check_not_in_use(output_dir)
     check_replaceable(output_dir, overwrite=overwrite, protect=(previous_dir, current_dir))
     consolidator = get_consolidator(method)
     update = load_update(previous_dir, current_dir)

@@ -77,6 +77,16 @@ def test_consolidate_checks_its_output_before_loading_anything(cli, tmp_path: Pa
     assert snapshot(tmp_path) == before
 
 
+def test_consolidating_two_unrelated_models_is_a_clear_error(cli, tmp_path: Path, micro_model_dir: Path) -> None:
+    """Tensors are paired by name: a model of another size ended in a KeyError traceback."""
+    from medvlm.resources import general_base
+
+    out = tmp_path / "merged"
+    cli("consolidate", "--method", "mix", "--previous", general_base(), "--current", micro_model_dir,
+        "--output", out).refused(f"{micro_model_dir} is not a finetuned successor of {general_base()}", within=30)
+    assert not out.exists()
+
+
 def _recipe(tmp_path: Path, out: Path, data: Path, **output) -> Path:
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"model": {"preset": "micro-clip-llama"},

@@ -88,3 +88,18 @@ def test_staging_paths_are_unique_per_run(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "29511")
     assert unique_staging(tmp_path / "model").name == ".model.staging-10.0.0.1-29511"
+
+
+def test_a_folder_a_live_run_holds_is_never_replaced(cli, tmp_path: Path, micro_model_dir: Path) -> None:
+    """export --overwrite replaced a folder whose only content was a live run's lock: the run's output
+    directory was pulled from under it."""
+    out = tmp_path / "busy"
+    holder = os.getppid()
+    lock = _lock(out, holder)
+    refusal = f"{out}: in use by a medvlm run (pid {holder} on host {socket.gethostname()}); refusing to replace it"
+    cli("export", micro_model_dir, out, "--overwrite").refused(refusal, within=10)
+    cli("consolidate", "--method", "mix", "--previous", micro_model_dir, "--current", micro_model_dir,
+        "--output", out, "--overwrite").refused(refusal, within=10)
+    assert json.loads(lock.read_text())["pid"] == holder and sorted(out.iterdir()) == [lock]
+    lock.write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))  # a run that is gone
+    assert cli("export", micro_model_dir, out, "--overwrite").status == 0
