@@ -32,7 +32,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from medvlm.data.collate import IGNORE_INDEX, ModalityLengthGroupedSampler
-from medvlm.io import run_token
+from medvlm.errors import DataError, ModelError
+from medvlm.io import read_json, run_token
 from medvlm.model.families import family_of_model
 
 
@@ -225,4 +226,13 @@ def latest_checkpoint(run_dir: str | Path) -> str | None:
             suffix = child.name.rsplit("-", 1)[-1]
             if suffix.isdigit() and (child / "trainer_state.json").is_file():
                 steps.append((int(suffix), str(child)))
-    return max(steps)[1] if steps else None
+    if not steps:
+        return None
+    newest = max(steps)[1]
+    state = Path(newest) / "trainer_state.json"
+    try:  # transformers reads it on resume and ends in a JSONDecodeError traceback on a damaged one
+        read_json(state)
+    except DataError as exc:
+        raise ModelError(f"{exc}; delete {newest} and resume from an earlier checkpoint, or start again "
+                         "without --resume") from None
+    return newest

@@ -38,3 +38,9 @@ def test_a_poisoned_optimizer_file_is_named_not_unpickled(cli, tmp_path: Path) -
     result = cli("train", recipe, "--resume")
     result.refused(f"{checkpoint / 'optimizer.pt'}: not plain tensors", "nothing in it was run", within=30)
     assert not (out / LOCK_FILE).exists()  # released on the error path too
+
+    state = checkpoint / "trainer_state.json"  # a damaged state file: transformers' JSONDecodeError traceback
+    state.write_text(state.read_text()[:40])
+    cli("train", recipe, "--resume").refused(f"{state}: not valid JSON", f"delete {checkpoint} and resume from an "
+                                             "earlier checkpoint", within=30)
+    assert not (out / LOCK_FILE).exists()
