@@ -170,4 +170,10 @@ def predict_dataset(
     settings = PredictSettings(template=template, prompt_style=prompt_style, batch_size=batch_size,
                                max_new_tokens=max_new_tokens, system_prompt=system_prompt,
                                image_aspect_ratio=image_aspect_ratio, model_id=model_id or str(model_dir))
-    return len(generate_answers(model, processor, samples, settings, output=output)), len(samples)
+    try:
+        answers = generate_answers(model, processor, samples, settings, output=output)
+    except DataError as exc:  # an image that passed the header check but does not decode: name the data file
+        if exc.file is not None:
+            raise
+        raise DataError(exc.detail, file=path, record=exc.record, key=exc.key) from None
+    return len(answers), len(samples)

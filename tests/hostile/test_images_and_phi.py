@@ -139,3 +139,21 @@ def test_a_stored_run_recipe_cannot_switch_on_remote_code(tmp_path: Path, caplog
         source = resolve_source(run)
     assert source.recipe is not None and source.recipe.model.trust_remote_code is False
     assert "ignoring model.trust_remote_code from the run's stored recipe" in caplog.text
+
+
+def test_an_image_that_fails_only_at_decoding_is_named_with_its_data_file(cli, tmp_path: Path,
+                                                                          micro_model_dir: Path) -> None:
+    """A truncated PNG passes predict's header check and fails when the batch is decoded: the error named
+    the record and the image but not the data file."""
+    import numpy as np
+    from PIL import Image
+
+    image = tmp_path / "trunc.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(image)
+    image.write_bytes(image.read_bytes()[:-2000])  # header intact, pixel data cut short
+    data = tmp_path / "test.json"
+    data.write_text(json.dumps([{"id": "1", "image": "trunc.png", "conversations": [
+        {"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}]}]))
+    cli("predict", "--model", micro_model_dir, "--dataset", "llava", "--path", data, "--output",
+        tmp_path / "answers.jsonl", "--max-new-tokens", "2").refused(f"{data}: record 1: key 'image': cannot decode",
+                                                                     within=30)
