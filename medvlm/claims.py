@@ -47,6 +47,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _is_live(holder: dict) -> bool:
+    """Whether a lock's holder may still be running: a live process on this host, or any process on
+    another host (whose liveness cannot be checked from here, so is never guessed)."""
+    pid, host = holder.get("pid"), holder.get("host")
+    return isinstance(pid, int) and (host != socket.gethostname() or _pid_alive(pid))
+
+
 def _read(lock: Path) -> dict:
     try:
         holder = json.loads(lock.read_text(encoding="utf-8"))
@@ -110,7 +117,7 @@ def acquire(directory: str | os.PathLike) -> None:
             # path); it is ours to reuse
             _held[directory] = 1
             return
-        if isinstance(pid, int) and mine and not _pid_alive(pid):
+        if isinstance(pid, int) and not _is_live(holder):
             if _take_over(lock, holder):
                 log.warning("%s: taking over the lock of a run that is gone (pid %d on %s)", directory, pid, host)
             continue  # ours to create now, or another taker's: the next look says which
@@ -149,9 +156,7 @@ def check_not_in_use(directory: str | os.PathLike) -> None:
     directory = Path(directory)
     holder = _read(directory / LOCK_FILE)
     pid, host = holder.get("pid"), holder.get("host")
-    if not isinstance(pid, int) or directory.resolve() in _held:
-        return
-    if host != socket.gethostname() or _pid_alive(pid):
+    if directory.resolve() not in _held and _is_live(holder):
         raise OutputError(f"{directory}: in use by a medvlm run (pid {pid} on host {host}); refusing to replace "
                           "it; wait for that run to finish or choose another directory")
 

@@ -330,7 +330,7 @@ def _add_use_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", metavar="FILE", help="image or DICOM file to ask about (or /image in the chat)")
     p.add_argument("--window", help="DICOM window: auto (default), minmax or a CT preset (lung, mediastinum, "
                    "bone, brain, abdomen, liver)")
-    p.add_argument("--top-p", type=_bounded(float, 0, 1, low_open=True), default=1.0)
+    p.add_argument("--top-p", type=FRACTION, default=1.0)
     p.add_argument("--max-new-tokens", type=POSITIVE_INT, default=512)
 
     p = sub.add_parser("serve", help="OpenAI-compatible server (/v1/chat/completions, streaming) + a web page")
@@ -396,6 +396,7 @@ def _bounded(kind: type, low: float, high: float | None = None, *, low_open: boo
 
 POSITIVE_INT, COUNT = _bounded(int, 1), _bounded(int, 0)
 POSITIVE, NON_NEGATIVE = _bounded(float, 0, low_open=True), _bounded(float, 0)
+FRACTION = _bounded(float, 0, 1, low_open=True)  # (0, 1]: a ratio, a probability mass
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser, *, required_split: bool = False) -> None:
@@ -436,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--current", required=True,
                    help="θ̂_t: llava model directory, or a LoRA adapter directory trained on --previous "
                         "(exact low-rank SAC path)")
-    p.add_argument("--ratio", type=_bounded(float, 0, 1, low_open=True), default=0.2,
+    p.add_argument("--ratio", type=FRACTION, default=0.2,
                    help="SAC ratio r in (0, 1] (default 0.2)")
     p.add_argument("--alpha", type=_bounded(float, 0, 1), default=0.5,
                    help="mix weight of --current in [0, 1] (default 0.5)")
