@@ -27,39 +27,12 @@ from pathlib import Path
 
 from medvlm.distributed import is_main_process
 from medvlm.errors import OutputError
-from medvlm.io import LOCK_FILE
+from medvlm.io import LOCK_FILE, holder_may_run, read_lock
 
 log = logging.getLogger("medvlm")
 
 _held: dict[Path, int] = {}  # directories this process holds, with a re-entry count
 _created: set[Path] = set()  # ... of which the claim created the directory itself
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    except (OverflowError, ValueError):
-        return False
-    return True
-
-
-def _is_live(holder: dict) -> bool:
-    """Whether a lock's holder may still be running: a live process on this host, or any process on
-    another host (whose liveness cannot be checked from here, so is never guessed)."""
-    pid, host = holder.get("pid"), holder.get("host")
-    return isinstance(pid, int) and (host != socket.gethostname() or _pid_alive(pid))
-
-
-def _read(lock: Path) -> dict:
-    try:
-        holder = json.loads(lock.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return holder if isinstance(holder, dict) else {}
 
 
 def _create(lock: Path) -> bool:
@@ -89,7 +62,7 @@ def _takeovers_serialised(directory: Path) -> Iterator[None]:
 def _take_over(lock: Path, stale: dict) -> bool:
     """Remove ``lock`` if it still names the dead holder ``stale``; False if another run took it meanwhile."""
     with _takeovers_serialised(lock.parent):
-        if _read(lock) != stale:
+        if read_lock(lock) != stale:
             return False
         lock.unlink(missing_ok=True)
         return True
@@ -109,7 +82,7 @@ def acquire(directory: str | os.PathLike) -> None:
         if _create(lock):
             _held[directory] = 1
             return
-        holder = _read(lock)
+        holder = read_lock(lock)
         pid, host = holder.get("pid"), holder.get("host")
         mine = host == socket.gethostname()
         if isinstance(pid, int) and mine and pid == os.getpid():
@@ -117,7 +90,7 @@ def acquire(directory: str | os.PathLike) -> None:
             # path); it is ours to reuse
             _held[directory] = 1
             return
-        if isinstance(pid, int) and not _is_live(holder):
+        if isinstance(pid, int) and not holder_may_run(holder):
             if _take_over(lock, holder):
                 log.warning("%s: taking over the lock of a run that is gone (pid %d on %s)", directory, pid, host)
             continue  # ours to create now, or another taker's: the next look says which
@@ -138,7 +111,7 @@ def release(directory: str | os.PathLike) -> None:
         return
     _held.pop(directory, None)
     lock = directory / LOCK_FILE
-    holder = _read(lock)
+    holder = read_lock(lock)
     if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
         lock.unlink(missing_ok=True)
     if directory in _created:  # a run refused before writing anything leaves no empty directory behind
@@ -147,18 +120,6 @@ def release(directory: str | os.PathLike) -> None:
             directory.rmdir()
         except OSError:
             pass  # not empty: the run wrote its outputs
-
-
-def check_not_in_use(directory: str | os.PathLike) -> None:
-    """Refuse a directory that a live medvlm process holds (a run writing into it): commands that
-    replace a directory as a whole (export, consolidate, convert) must not pull it from under the run,
-    ``--overwrite`` or not."""
-    directory = Path(directory)
-    holder = _read(directory / LOCK_FILE)
-    pid, host = holder.get("pid"), holder.get("host")
-    if directory.resolve() not in _held and _is_live(holder):
-        raise OutputError(f"{directory}: in use by a medvlm run (pid {pid} on host {host}); refusing to replace "
-                          "it; wait for that run to finish or choose another directory")
 
 
 @contextmanager

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -188,6 +189,43 @@ def check_protected(final: str | os.PathLike, protect: Iterable[str | os.PathLik
                               "directory")
 
 
+def read_lock(lock: Path) -> dict:
+    """The holder a lock file names (pid, host, start time); empty if it is missing or unreadable."""
+    try:
+        holder = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def holder_may_run(holder: dict) -> bool:
+    """Whether a lock's holder may still be running: a live process on this host, or any process on
+    another host (whose liveness cannot be checked from here, so is never guessed)."""
+    pid, host = holder.get("pid"), holder.get("host")
+    return isinstance(pid, int) and (host != socket.gethostname() or _pid_alive(pid))
+
+
+def _check_not_in_use(directory: Path) -> None:
+    """Refuse a directory another live medvlm process holds (a run writing into it), ``overwrite`` or not."""
+    holder = read_lock(directory / LOCK_FILE)
+    pid, host = holder.get("pid"), holder.get("host")
+    if holder_may_run(holder) and (pid, host) != (os.getpid(), socket.gethostname()):
+        raise OutputError(f"{directory}: in use by a medvlm run (pid {pid} on host {host}); refusing to replace "
+                          "it; wait for that run to finish or choose another directory")
+
+
 def has_foreign_files(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a non-empty directory medvlm did not create (its lock file does not count)."""
     path = Path(path)
@@ -214,8 +252,9 @@ def check_replaceable(final: str | os.PathLike, *, overwrite: bool = False,
     """Raise :class:`OutputError` unless the directory ``final`` may be replaced as a whole.
 
     Always refused: ``final`` is, or contains, a protected path, the current directory or the home
-    directory; ``final`` is a run directory. Refused without ``overwrite``: a file, or a non-empty
-    directory without medvlm's marker (someone's own files).
+    directory; ``final`` is a run directory, or a directory a live medvlm run holds (its lock file:
+    replacing it would pull it from under the run). Refused without ``overwrite``: a file, or a
+    non-empty directory without medvlm's marker (someone's own files).
     """
     final = Path(final)
     check_protected(final, protect)
@@ -227,6 +266,7 @@ def check_replaceable(final: str | os.PathLike, *, overwrite: bool = False,
     if not final.exists() and not final.is_symlink():
         return
     if final.is_dir() and not final.is_symlink():
+        _check_not_in_use(final)
         kind = dir_kind(final)
         if kind == RUN:
             raise OutputError(f"{final}: is a medvlm run directory (checkpoints, logs, provenance); refusing to "

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 
-from medvlm.claims import check_not_in_use
 from medvlm.continual import ConsolidationConfig, LowRankDelta, StateDict, get_consolidator
 from medvlm.errors import ModelError
 from medvlm.io import check_replaceable
@@ -175,7 +174,6 @@ def consolidate_checkpoints(method: str, previous_dir: str | Path, current_dir: 
     contain) either input; a directory of other files is replaced only with ``overwrite`` (checked
     before any weights load).
     """
-    check_not_in_use(output_dir)
     check_replaceable(output_dir, overwrite=overwrite, protect=(previous_dir, current_dir))
     consolidator = get_consolidator(method)
     update = load_update(previous_dir, current_dir)

@@ -50,7 +50,6 @@ from typing import Any
 
 import torch
 
-from medvlm.claims import check_not_in_use
 from medvlm.errors import ModelError, first_line
 from medvlm.io import check_replaceable, read_json
 
@@ -382,7 +381,6 @@ def convert_llava(src: str | Path, dst: str | Path, *, vision_tower: str | Path 
 
     src, dst = Path(src), Path(dst)
     protect = (src, *((vision_tower,) if vision_tower else ()))
-    check_not_in_use(dst)
     check_replaceable(dst, protect=protect)  # before the (slow) conversion
     config = read_original_config(src)
     stored = config.get("torch_dtype") or config.get("dtype") or "float32"

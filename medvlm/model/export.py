@@ -31,7 +31,6 @@ import torch
 import yaml
 from transformers import ProcessorMixin
 
-from medvlm.claims import check_not_in_use
 from medvlm.errors import ModelError, first_line
 from medvlm.io import check_replaceable, replace_dir, unique_staging, write_json
 from medvlm.model.adapters import (
@@ -179,7 +178,6 @@ def save_llava_dir(model: torch.nn.Module, processor: ProcessorMixin, dst: str |
     is written).
     """
     dst = Path(dst)
-    check_not_in_use(dst)
     check_replaceable(dst, overwrite=overwrite, protect=protect)
     staging = unique_staging(dst)
     shutil.rmtree(staging, ignore_errors=True)
@@ -213,7 +211,6 @@ def export_adapter(source: Source, dst: str | Path, base_dir: str | Path | None 
                          "--merge-lora, which merges it into the dequantised base it was fitted to")
     dst = Path(dst)
     protect = (*protect, base)
-    check_not_in_use(dst)
     check_replaceable(dst, overwrite=overwrite, protect=protect)
     staging = unique_staging(dst)
     shutil.rmtree(staging, ignore_errors=True)
@@ -245,7 +242,6 @@ def export_model(source_path: str | Path, dst: str | Path, *, merge_lora: bool =
     dst = Path(dst)
     run_dir = run_dir_of(Path(source_path))
     protect = (source.path, Path(source_path), *((run_dir,) if run_dir is not None else ()))
-    check_not_in_use(dst)
     check_replaceable(dst, overwrite=overwrite, protect=protect)
     if source.is_adapter and not merge_lora:
         return export_adapter(source, dst, overwrite=overwrite, protect=protect)

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+import medvlm.io
 from medvlm import claims
 from medvlm.errors import OutputError
-from medvlm.io import LOCK_FILE, unique_staging
+from medvlm.io import LOCK_FILE, check_replaceable, unique_staging
 
 
 def _lock(directory: Path, pid: int) -> Path:
@@ -60,14 +61,14 @@ def test_two_takers_of_one_stale_lock_do_not_both_hold_the_directory(tmp_path: P
     the lock with its own (a live process). We must not remove its lock: we are refused instead."""
     dead, other = _dead_pid(), os.getppid()
     lock = _lock(tmp_path / "out", dead)
-    alive = claims._pid_alive
+    alive = medvlm.io._pid_alive
 
     def the_other_taker_wins(pid: int) -> bool:
         if pid == dead:
             _lock(tmp_path / "out", other)
         return alive(pid)
 
-    monkeypatch.setattr(claims, "_pid_alive", the_other_taker_wins)
+    monkeypatch.setattr(medvlm.io, "_pid_alive", the_other_taker_wins)
     with pytest.raises(OutputError, match=f"in use by another medvlm run \\(pid {other} on host"):
         claims.acquire(tmp_path / "out")
     assert json.loads(lock.read_text())["pid"] == other  # its claim stands
@@ -103,3 +104,14 @@ def test_a_folder_a_live_run_holds_is_never_replaced(cli, tmp_path: Path, micro_
     assert json.loads(lock.read_text())["pid"] == holder and sorted(out.iterdir()) == [lock]
     lock.write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))  # a run that is gone
     assert cli("export", micro_model_dir, out, "--overwrite").status == 0
+
+
+def test_every_replacement_checks_the_lock_but_not_against_its_own_run(tmp_path: Path) -> None:
+    """check_replaceable (export, consolidate, convert-llava, replace_dir) reads the holder itself:
+    another live process is refused, --overwrite or not; the process that holds the lock is not."""
+    out = tmp_path / "busy"
+    _lock(out, os.getppid())
+    with pytest.raises(OutputError, match=f"in use by a medvlm run \\(pid {os.getppid()} on host"):
+        check_replaceable(out, overwrite=True)
+    _lock(out, os.getpid())
+    check_replaceable(out, overwrite=True)
