@@ -10,7 +10,9 @@ again with :func:`build_general_base`.
 The build is deterministic on a CPU: seeded data generation, tokenizer, initial weights and data
 order, and a fixed number of intra-op threads (:mod:`medvlm.runs.threads`), because how a matrix
 product is split across threads decides the order of its floating-point sums. A rebuild on the same
-kind of CPU gives the same bits (the slow test checks it).
+kind of CPU (:func:`cpu_kind`, recorded in ``build.json``) gives the same bits (the slow test checks
+it); another kind runs other kernels (AVX2 instead of AVX-512, another vendor's) and sums in another
+order, so its build is another draw of the training noise.
 
     python -m medvlm.runs.general_base [--output medvlm/resources/general_base] [KEY=VALUE ...]
 """
@@ -54,6 +56,27 @@ def build_general_base(workdir: str | Path, overrides: list[str] | None = None,
     return pipeline, result, pipeline.layout.stage(pipeline.stages[-1][0]).model
 
 
+# CPU features that select which kernels torch and its BLAS run for float32 work
+_KERNEL_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+def cpu_kind() -> str:
+    """What decides this CPU's floating-point results: architecture, vendor, torch's kernel level and
+    the instruction-set features its libraries dispatch on (read from /proc/cpuinfo on Linux)."""
+    vendor, flags = "unknown", set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "vendor_id":
+                vendor = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    features = "+".join(flag for flag in _KERNEL_FLAGS if flag in flags) or "none"
+    return f"{platform.machine()} {vendor} {torch.backends.cpu.get_cpu_capability()} {features}"
+
+
 def build_record(pipeline: Pipeline) -> dict[str, Any]:
     """What built the shipped model: recipe, resolved stage recipes, training outcome, versions.
 
@@ -76,6 +99,7 @@ def build_record(pipeline: Pipeline) -> dict[str, Any]:
         "versions": {"medvlm": medvlm.__version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version()},
         "machine": platform.machine(),
+        "cpu": cpu_kind(),
     }
 
 

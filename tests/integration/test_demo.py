@@ -13,7 +13,7 @@ from medvlm.errors import RecipeError
 from medvlm.io import read_json
 from medvlm.resources import GENERAL_BASE, read_manifest
 from medvlm.runs.demo import run_demo
-from medvlm.runs.general_base import BUILD_RECORD, build_general_base, model_digests, ship
+from medvlm.runs.general_base import BUILD_RECORD, build_general_base, cpu_kind, model_digests, ship
 
 SHORT = ["align.train.max_steps=10", "instruct.train.max_steps=10", "finetune.train.max_steps=30", "eval.limit=48"]
 DATASETS = ("synthetic-medical_vqa-test", "synthetic-general_vqa-test")
@@ -85,16 +85,21 @@ def test_demo_from_scratch_builds_the_base_first_and_leaves_the_same_tables(tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # two training stages (2100 steps): about 8 minutes idle, twice that on a busy machine
 def test_rebuilt_general_base_matches_the_shipped_one_bit_for_bit(tmp_path: Path) -> None:
     """The build is deterministic on a CPU (seeds, fixed thread count), so a rebuild reproduces every file
     of the shipped model exactly on the CPU kind it was built on: a difference means the recipes or the
-    code changed what the base is, and the shipped base must be rebuilt (python -m medvlm.runs.general_base)."""
+    code changed what the base is, and the shipped base must be rebuilt (python -m medvlm.runs.general_base).
+    Another kind of CPU runs other kernels, whose sums round differently: there the bits cannot match."""
+    shipped_record = read_json(GENERAL_BASE / BUILD_RECORD)
+    if shipped_record["cpu"] != cpu_kind():
+        pytest.skip(f"the shipped base was built on another kind of CPU ({shipped_record['cpu']}; "
+                    f"this one: {cpu_kind()}): its bits are reproducible only there")
     pipeline, _, model_dir = build_general_base(tmp_path / "build")
     rebuilt = ship(pipeline, model_dir, tmp_path / "general_base")
     shipped = read_manifest(GENERAL_BASE)
     assert model_digests(rebuilt) == model_digests(shipped)
     record = read_json(tmp_path / "general_base" / BUILD_RECORD)
-    shipped_record = read_json(GENERAL_BASE / BUILD_RECORD)
     assert record["stages"] == shipped_record["stages"] and record["train"] == shipped_record["train"]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import platform
 import shutil
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from medvlm.cli import main
 from medvlm.errors import MedvlmError
 from medvlm.resources import GENERAL_BASE, recipes_dir
 from medvlm.runs.demo import run_demo
-from medvlm.runs.general_base import load_build, model_digests
+from medvlm.runs.general_base import cpu_kind, load_build, model_digests
 from medvlm.runs.pipeline import load_pipeline
 from medvlm.runs.threads import cpu_threads
 
@@ -48,6 +50,15 @@ def test_the_build_pipeline_is_the_demo_tower_and_base_stages(tmp_path: Path) ->
 def test_model_digests_leave_out_the_build_record() -> None:
     assert model_digests({"model.safetensors": "a", "build.json": "b", "config.json": "c"}) == {
         "model.safetensors": "a", "config.json": "c"}
+
+
+def test_the_cpu_kind_names_the_kernels_torch_runs(monkeypatch) -> None:
+    """The shipped base's bits are reproducible only on the kind of CPU its build record names."""
+    here = cpu_kind()
+    assert here.split()[0] == platform.machine() and torch.backends.cpu.get_cpu_capability() in here.split()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2-ONLY")
+    assert cpu_kind() != here and "AVX2-ONLY" in cpu_kind().split()
+    assert json.loads((GENERAL_BASE / "build.json").read_text())["cpu"].startswith("x86_64 ")  # built on one
 
 
 def test_build_stage_overrides_need_from_scratch(tmp_path: Path) -> None:
