@@ -86,7 +86,13 @@ def read_answer_ids(path: Path, settings: PredictSettings | None = None) -> set[
 
 
 def _check_same_settings(path: Path, row: dict[str, Any], settings: PredictSettings) -> None:
-    recorded = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+    recorded = row.get("metadata")
+    if not isinstance(recorded, dict) or "decoding" not in recorded:
+        # not a difference of settings: the file does not say how its answers were made (another
+        # tool's answer file, or a hand-edited or damaged first row)
+        raise DataError("cannot resume: line 1 has no medvlm 'metadata' record (decoding, prompt style, ...), so "
+                        "it is unknown how these answers were made; write to a new answer file",
+                        file=str(path), record=str(row.get("question_id")), key="metadata")
     wanted = {**settings.metadata(), "model_id": settings.model_id}
     found = {**recorded, "model_id": row.get("model_id")}
     differ = [

@@ -79,6 +79,12 @@ def test_answer_file_rows_and_resume(micro_model, questions, tmp_path: Path) -> 
     with pytest.raises(DataError, match=r"broken\.jsonl: line 2 is not an answer row"):
         generate_answers(model, processor, questions, settings, output=broken)
     assert len(broken.read_text().splitlines()) == 4
+    # a first row that does not say how it was made (another tool's file, a damaged record) is named
+    # as such, not as a difference of settings (probe J12)
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text("\n".join([json.dumps({**rows[0], "metadata": "garbled"}), *lines[1:3]]) + "\n")
+    with pytest.raises(DataError, match=r"foreign\.jsonl.*line 1 has no medvlm 'metadata' record"):
+        generate_answers(model, processor, questions, settings, output=foreign)
 
 
 def test_llava_med_prompt_style(micro_model, questions) -> None:
