@@ -14,7 +14,8 @@ from medvlm.io import LOCK_FILE, MARKER
 from tests.helpers.data_fixtures import write_image, write_json
 
 
-def test_a_poisoned_optimizer_file_is_named_not_unpickled(cli, tmp_path: Path) -> None:
+def _tiny_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A two-step training recipe on two images (checkpoint every step) and its output directory."""
     for name in ("a.png", "b.png"):
         write_image(tmp_path / "images" / name, size=(16, 16))
     data = write_json(tmp_path / "train.json", [
@@ -28,6 +29,17 @@ def test_a_poisoned_optimizer_file_is_named_not_unpickled(cli, tmp_path: Path) -
         "data": {"train": [{"dataset": "llava", "path": str(data), "image_root": str(tmp_path / "images")}]},
         "train": {"max_steps": 2, "save_steps": 1, "per_device_batch_size": 1, "tensorboard": False},
         "output": {"dir": str(out)}}))
+    return recipe, out
+
+
+def test_opting_into_remote_code_is_recorded_in_the_runs_provenance(cli, tmp_path: Path) -> None:
+    recipe, out = _tiny_run(tmp_path)
+    assert cli("train", recipe, "model.trust_remote_code=true", "train.max_steps=1").status == 0
+    assert json.loads((out / "provenance.json").read_text())["trust_remote_code"] is True
+
+
+def test_a_poisoned_optimizer_file_is_named_not_unpickled(cli, tmp_path: Path) -> None:
+    recipe, out = _tiny_run(tmp_path)
     assert cli("train", recipe).status == 0
     assert not (out / LOCK_FILE).exists() and json.loads((out / MARKER).read_text())["kind"] == "run"
     assert json.loads((out / "provenance.json").read_text())["trust_remote_code"] is False
