@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from medvlm import registry
+from medvlm.errors import MedvlmError
 from medvlm.registry import Registry
 
 AnswerType = Literal["OPEN", "CLOSED"]
@@ -63,7 +64,13 @@ class ItemValue:
         return self.name.split(".", 1)[0]
 
     def value(self, row: Mapping[str, Any]) -> float:
-        return 100.0 * row[self.family][self.key]
+        entry = row.get(self.family)
+        if entry is None:  # breakdowns and paired comparisons need the figure of every item of its type
+            raise MedvlmError(
+                f"metric family '{self.family}' declares the per-item value '{self.key}' for {self.answer_type} "
+                f"questions but did not score question {row.get('question_id')!r}: a family that leaves some "
+                f"questions of a type unscored (its item function returns None) must declare no values for it")
+        return 100.0 * entry[self.key]
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,8 @@ class Verdict:
 class Metric:
     name: str  # key of its entry in item rows and of its block in scores.json ``metrics``
     description: str  # scores.json ``provenance.metric_families``
-    item: Callable[[Answered], dict[str, Any] | None]  # None: the family does not score this item
+    # None: the family does not score this item (then ``values`` may not cover the item's answer type)
+    item: Callable[[Answered], dict[str, Any] | None]
     summary: Callable[[list[dict[str, Any]], list[dict[str, Any]]], dict[str, Any]]  # (open, closed) entries
     values: tuple[ItemValue, ...]
     order: int = 100

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from medvlm.errors import MedvlmError
 from medvlm.eval.metrics import ItemValue, Metric, item_values, metrics, register_metric, with_verdict
 
 
@@ -25,3 +26,13 @@ def test_a_value_must_be_named_after_its_family() -> None:
     with pytest.raises(ValueError, match="value 'other.accuracy' must be named 'mine.<key>'"):
         register_metric(misnamed)
     assert "mine" not in [metric.name for metric in metrics()]
+
+
+def test_a_value_over_an_item_its_family_left_unscored_is_a_clear_error() -> None:
+    """A family whose item function returns None for some questions of a type (a yes/no-only metric on
+    closed questions, say) cannot give those items a per-item figure: it was a bare KeyError."""
+    value = ItemValue("yes_only.hit", "CLOSED", "hit", "hit", "#000000")
+    assert value.value({"question_id": 1, "yes_only": {"hit": 1.0}}) == 100.0
+    with pytest.raises(MedvlmError, match=r"family 'yes_only' declares the per-item value 'hit' for CLOSED "
+                                          r"questions but did not score question 7"):
+        value.value({"question_id": 7, "answer_type": "CLOSED"})
