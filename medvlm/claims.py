@@ -76,7 +76,11 @@ def acquire(directory: str | os.PathLike) -> None:
         return
     if not directory.exists():
         _created.add(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"{directory}: cannot be created: it or one of its parents is a file, not a "
+                          "directory; choose another output directory") from None
     lock = directory / LOCK_FILE
     for _ in range(3):  # a stale lock removed by us (or another taker) between the checks: try again
         if _create(lock):

@@ -31,7 +31,7 @@ from medvlm.eval import plots
 from medvlm.eval.compare import paired_comparison
 from medvlm.eval.metrics import Metric, item_values, metrics, with_verdict
 from medvlm.eval.score import items_path
-from medvlm.io import write_json, write_text
+from medvlm.io import check_output_file, write_json, write_text
 from medvlm.provenance import git_commit
 from medvlm.rundir import CONTINUAL, SCORES
 
@@ -355,6 +355,9 @@ def build_report(
     systems = [s for s in systems if _digest(s.scores) not in baseline_digests]
     if not systems and not continual:
         raise DataError("nothing to report: no scores.json or continual.json in the inputs")
+    read = [e.path for e in (*systems, *baselines)] + [path for path, _ in continual]
+    for written in (output, output.with_suffix(".json")):  # a report over its own scores.json replaced it
+        check_output_file(written, inputs=read)
     settings = systems[0].scores.get("provenance", {}).get("bootstrap", {}) if systems else {}
     n_boot = settings.get("samples", 1000) if n_boot is None else n_boot
     seed = settings.get("seed", 0) if seed is None else seed

@@ -115,3 +115,11 @@ def test_every_replacement_checks_the_lock_but_not_against_its_own_run(tmp_path:
         check_replaceable(out, overwrite=True)
     _lock(out, os.getpid())
     check_replaceable(out, overwrite=True)
+
+
+def test_a_run_directory_under_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    """train with output.dir under a file ended in a NotADirectoryError traceback (probe T06)."""
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(OutputError, match="cannot be created: it or one of its parents is a file"):
+        claims.acquire(tmp_path / "afile" / "sub")
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from medvlm.data.records import SampleMeta, vqa_sample
-from medvlm.errors import DataError
+from medvlm.errors import DataError, OutputError
 from medvlm.eval.answers import answers_from_rows
 from medvlm.eval.report import build_report, lenient_only, method_summary, worst_errors
 from medvlm.eval.score import score_answers
@@ -119,3 +119,13 @@ def test_thumbnails_only_from_inside_their_image_root(tmp_path: Path) -> None:
     assert thumbnail({"root": str(root), "path": "../outside.png"}) is None
     assert thumbnail({"root": str(root), "path": str(tmp_path / "outside.png")}) is None
     assert thumbnail({"root": None, "path": str(tmp_path / "outside.png")}) is None
+
+
+def test_a_report_never_replaces_the_scores_it_reads(scored: Path) -> None:
+    """report --output onto its own input scores.json replaced it (probe Q02)."""
+    scores = scored / "run" / "eval" / "scores.json"
+    before = scores.read_bytes()
+    for output in (scores, scores.with_suffix(".html")):  # the HTML itself, or its report.json twin
+        with pytest.raises(OutputError, match="is also this command's input"):
+            build_report([scored / "run"], output)
+    assert scores.read_bytes() == before
