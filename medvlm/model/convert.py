@@ -43,6 +43,7 @@ nothing is unpickled.
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,8 +163,11 @@ def read_weights(src: Path) -> dict[str, torch.Tensor]:
         else:
             try:
                 part = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # noqa: BLE001 - any unpickling refusal is a bad file for the user
-                raise ModelError(f"{path}: not a plain tensor file ({exc})") from None
+            except pickle.UnpicklingError:  # torch's own message suggests loading it unrestricted: not ours
+                raise ModelError(f"{path}: holds more than plain tensors (code or objects): refused, nothing in "
+                                 "it was run; convert from safetensors or a plain tensor file") from None
+            except Exception as exc:  # noqa: BLE001 - any other refusal is a bad file for the user
+                raise ModelError(f"{path}: not a plain tensor file ({first_line(exc)})") from None
         duplicated = weights.keys() & part.keys()
         if duplicated:
             raise ModelError(f"{path}: tensor {sorted(duplicated)[0]} also appears in another shard")

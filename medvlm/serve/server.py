@@ -162,6 +162,8 @@ class App:
             return json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RequestError(f"the request body is not valid JSON: {exc}") from None
+        except RecursionError:  # a hostile body nested thousands deep: a bad request, not a server error
+            raise RequestError("the request body is nested too deeply") from None
 
     # -- pages and listings ------------------------------------------------------------------------
     async def page(self, request: Request) -> Response:

@@ -118,6 +118,8 @@ def post(server, body: bytes | dict, **headers) -> httpx.Response:
     ("body", "status", "message"),
     [
         (b'{"model": "micro", "messages": [', 400, "not valid JSON"),
+        (b'{"model": "micro", "messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400,
+         "nested too deeply"),  # was a 500 with a RecursionError traceback in the log (probe N12)
         ({"model": "micro", "messages": "hello"}, 400, "messages: Input should be a valid list"),
         ({"model": "micro", "messages": [{"role": "user", "content": 5}]}, 400, "messages.0.content"),
         ({"model": "micro", "messages": [{"role": "user", "content": "x"}], "max_tokens": "8"}, 400, "max_tokens"),
