@@ -27,7 +27,7 @@ from pathlib import Path
 
 from medvlm.distributed import is_main_process
 from medvlm.errors import OutputError
-from medvlm.io import LOCK_FILE, holder_may_run, read_lock
+from medvlm.io import LOCK_FILE, held_by_this_process, holder_may_run, read_lock
 
 log = logging.getLogger("medvlm")
 
@@ -88,8 +88,7 @@ def acquire(directory: str | os.PathLike) -> None:
             return
         holder = read_lock(lock)
         pid, host = holder.get("pid"), holder.get("host")
-        mine = host == socket.gethostname()
-        if isinstance(pid, int) and mine and pid == os.getpid():
+        if held_by_this_process(holder):
             # our own lock left by an earlier claim in this process that did not release (an exception
             # path); it is ours to reuse
             _held[directory] = 1
@@ -115,8 +114,7 @@ def release(directory: str | os.PathLike) -> None:
         return
     _held.pop(directory, None)
     lock = directory / LOCK_FILE
-    holder = read_lock(lock)
-    if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+    if held_by_this_process(read_lock(lock)):
         lock.unlink(missing_ok=True)
     if directory in _created:  # a run refused before writing anything leaves no empty directory behind
         _created.discard(directory)

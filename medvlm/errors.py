@@ -33,6 +33,11 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# torch's weights-only loader refused a pickled file: what a message says instead of torch's own text,
+# which advises loading the file unrestricted
+PICKLE_REFUSED = "holds more than plain tensors (code or objects): refused, nothing in it was run"
+
+
 class MedvlmError(Exception):
     """Bad input from the user: the message says what is wrong and where."""
 

@@ -217,11 +217,16 @@ def holder_may_run(holder: dict) -> bool:
     return isinstance(pid, int) and (host != socket.gethostname() or _pid_alive(pid))
 
 
+def held_by_this_process(holder: dict) -> bool:
+    """Whether a lock's holder is the calling process itself."""
+    return holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+
+
 def _check_not_in_use(directory: Path) -> None:
     """Refuse a directory another live medvlm process holds (a run writing into it), ``overwrite`` or not."""
     holder = read_lock(directory / LOCK_FILE)
     pid, host = holder.get("pid"), holder.get("host")
-    if holder_may_run(holder) and (pid, host) != (os.getpid(), socket.gethostname()):
+    if holder_may_run(holder) and not held_by_this_process(holder):
         raise OutputError(f"{directory}: in use by a medvlm run (pid {pid} on host {host}); refusing to replace "
                           "it; wait for that run to finish or choose another directory")
 

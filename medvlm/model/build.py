@@ -22,7 +22,7 @@ from medvlm.data.collate import Collator, ConversationEncoder
 from medvlm.data.image_inputs import ImageTokens
 from medvlm.data.images import ImagePreparer
 from medvlm.data.templates import Template
-from medvlm.errors import ModelError, first_line, shorten
+from medvlm.errors import PICKLE_REFUSED, ModelError, first_line, shorten
 from medvlm.io import read_json
 from medvlm.model.families import (
     COMPONENTS,
@@ -205,8 +205,8 @@ def load_pretrained(path: str | Path, *, dtype: str = "float32", attn_implementa
     except (OSError, SafetensorError) as exc:  # a missing or truncated weights / tokenizer file
         raise ModelError(f"{path}: cannot load model or processor: {first_line(exc)}") from None
     except pickle.UnpicklingError:  # torch.load(weights_only=True) met an object that is no plain tensor
-        raise ModelError(f"{path}: a pickled weights file (pytorch_model.bin) holds more than plain tensors "
-                         "(code or objects): refused, nothing in it was run; use safetensors weights") from None
+        raise ModelError(f"{path}: a pickled weights file (pytorch_model.bin) {PICKLE_REFUSED}; use safetensors "
+                         "weights") from None
     except RuntimeError as exc:
         if "mismatch" not in str(exc):
             raise

@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from medvlm.errors import ModelError, first_line
+from medvlm.errors import PICKLE_REFUSED, ModelError, first_line
 from medvlm.io import check_replaceable, read_json
 
 log = logging.getLogger("medvlm")
@@ -164,8 +164,8 @@ def read_weights(src: Path) -> dict[str, torch.Tensor]:
             try:
                 part = torch.load(path, map_location="cpu", weights_only=True)
             except pickle.UnpicklingError:  # torch's own message suggests loading it unrestricted: not ours
-                raise ModelError(f"{path}: holds more than plain tensors (code or objects): refused, nothing in "
-                                 "it was run; convert from safetensors or a plain tensor file") from None
+                raise ModelError(f"{path}: {PICKLE_REFUSED}; convert from safetensors or a plain tensor file"
+                                 ) from None
             except Exception as exc:  # noqa: BLE001 - any other refusal is a bad file for the user
                 raise ModelError(f"{path}: not a plain tensor file ({first_line(exc)})") from None
         duplicated = weights.keys() & part.keys()

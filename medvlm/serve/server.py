@@ -51,6 +51,7 @@ from starlette.routing import Route
 from medvlm.data.templates import get_template
 from medvlm.errors import DataError, ModelError
 from medvlm.eval.generation import Generated, GenerationItem, Generator, Sampling
+from medvlm.io import parse_json
 from medvlm.serve.engine import BatchEngine, Job
 from medvlm.serve.media import MediaPolicy, RequestError, decode_image, png_data_url, read_image
 from medvlm.serve.protocol import ChatRequest, conversation_of, parse_request
@@ -158,12 +159,10 @@ class App:
             body += chunk
             if len(body) > limit:
                 raise RequestError(f"request body is larger than the limit of {limit:,} bytes", status=413)
-        try:
-            return json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RequestError(f"the request body is not valid JSON: {exc}") from None
-        except RecursionError:  # a hostile body nested thousands deep: a bad request, not a server error
-            raise RequestError("the request body is nested too deeply") from None
+        try:  # io's parser: UTF-8 only, and a body nested thousands deep is a bad request, not a RecursionError
+            return parse_json(bytes(body), file="request body")
+        except DataError as exc:
+            raise RequestError(f"the request body: {exc.detail}") from None
 
     # -- pages and listings ------------------------------------------------------------------------
     async def page(self, request: Request) -> Response:
