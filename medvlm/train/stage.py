@@ -34,7 +34,13 @@ from medvlm.train.contrastive import contrastive_setup
 from medvlm.train.outputs import prepare_output_dir
 from medvlm.train.saving import finish_adapter_run
 from medvlm.train.setup import prepare_model, supervised_setup
-from medvlm.train.trainer import LossPlugin, MedvlmTrainer, latest_checkpoint, unloadable_checkpoint_file
+from medvlm.train.trainer import (
+    LossPlugin,
+    MedvlmTrainer,
+    check_resumable,
+    latest_checkpoint,
+    unloadable_checkpoint_file,
+)
 
 log = logging.getLogger("medvlm")
 
@@ -69,6 +75,9 @@ def run_stage(recipe: Recipe, *, resume: bool = False, loss_plugins: list[LossPl
 def _run_stage(recipe: Recipe, trainable: tuple[str, ...], *, resume: bool, loss_plugins: list[LossPlugin] | None,
                extra_samples: list[Sample] | None, held_out: Collection[str]) -> StageResult:
     out = prepare_output_dir(recipe, resume)
+    checkpoint = latest_checkpoint(out.checkpoints) if resume else None
+    if checkpoint is not None:  # before minutes of model loading
+        check_resumable(checkpoint)
     if is_main_process():
         write_text(out.recipe, recipe.to_yaml())
         data_paths = [spec.path for spec in recipe.data.train if spec.path and Path(spec.path).is_file()]
@@ -102,7 +111,6 @@ def _run_stage(recipe: Recipe, trainable: tuple[str, ...], *, resume: bool, loss
         processing_class=processor, callbacks=training_callbacks(recipe, out),
         projector_lr=recipe.train.projector_lr, loss_plugins=loss_plugins or [],
         group_by_modality_length=recipe.data.group_by_modality_length)
-    checkpoint = latest_checkpoint(out.checkpoints) if resume else None
     if resume:
         log.info("resuming from %s", checkpoint or "the start (no checkpoint found)")
     started = time.perf_counter()

@@ -32,7 +32,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from medvlm.data.collate import IGNORE_INDEX, ModalityLengthGroupedSampler
-from medvlm.errors import DataError, ModelError
+from medvlm.errors import DataError, ModelError, first_line
 from medvlm.io import read_json, run_token
 from medvlm.model.families import family_of_model
 
@@ -226,13 +226,42 @@ def latest_checkpoint(run_dir: str | Path) -> str | None:
             suffix = child.name.rsplit("-", 1)[-1]
             if suffix.isdigit() and (child / "trainer_state.json").is_file():
                 steps.append((int(suffix), str(child)))
-    if not steps:
-        return None
-    newest = max(steps)[1]
-    state = Path(newest) / "trainer_state.json"
+    return max(steps)[1] if steps else None
+
+
+def check_resumable(checkpoint: str | Path) -> None:
+    """Refuse a checkpoint that transformers would fail to resume from with a traceback: a damaged
+    ``trainer_state.json``, or a truncated weights (safetensors) or training-state (torch zip) file.
+
+    Only headers and the zip directory are read (a truncated file loses its end), so this is quick
+    even for a 7B model's optimizer state. Pickles torch refuses are named after the fact
+    (:func:`unloadable_checkpoint_file`).
+    """
+    import zipfile
+
+    from safetensors import SafetensorError, safe_open
+
+    checkpoint = Path(checkpoint)
+    advice = f"delete {checkpoint} and resume from an earlier checkpoint, or start again without --resume"
     try:  # transformers reads it on resume and ends in a JSONDecodeError traceback on a damaged one
-        read_json(state)
+        read_json(checkpoint / "trainer_state.json")
     except DataError as exc:
-        raise ModelError(f"{exc}; delete {newest} and resume from an earlier checkpoint, or start again "
-                         "without --resume") from None
-    return newest
+        raise ModelError(f"{exc}; {advice}") from None
+    for file in sorted(checkpoint.rglob("*")):
+        if file.suffix == ".safetensors":
+            try:
+                with safe_open(file, framework="pt"):
+                    pass
+            except (SafetensorError, OSError) as exc:
+                raise ModelError(f"{file}: not a complete safetensors file ({first_line(exc)}); {advice}") from None
+        elif file.suffix in (".pt", ".pth") and _starts_as_zip(file):
+            try:
+                zipfile.ZipFile(file).close()
+            except (zipfile.BadZipFile, OSError):
+                raise ModelError(f"{file}: truncated or damaged (its zip directory is unreadable); {advice}") from None
+
+
+def _starts_as_zip(file: Path) -> bool:
+    """torch.save's format; anything else (an old-style pickle) is left to torch's weights-only loader."""
+    with open(file, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"

@@ -56,3 +56,22 @@ def test_a_poisoned_optimizer_file_is_named_not_unpickled(cli, tmp_path: Path) -
     cli("train", recipe, "--resume").refused(f"{state}: not valid JSON", f"delete {checkpoint} and resume from an "
                                              "earlier checkpoint", within=30)
     assert not (out / LOCK_FILE).exists()
+
+
+def test_a_truncated_checkpoint_file_is_named_before_the_model_loads(cli, tmp_path: Path) -> None:
+    """Probe T07: a truncated model.safetensors in the newest checkpoint ended in a SafetensorError
+    traceback from deep inside transformers' resume; a truncated optimizer.pt in a RuntimeError."""
+    recipe, out = _tiny_run(tmp_path)
+    assert cli("train", recipe).status == 0
+    shutil.rmtree(out / "model")
+    checkpoint = out / "checkpoints" / "checkpoint-2"
+    advice = f"delete {checkpoint} and resume from an earlier checkpoint, or start again without --resume"
+    for name, problem in (("model.safetensors", "not a complete safetensors file"),
+                          ("optimizer.pt", "truncated or damaged (its zip directory is unreadable)")):
+        file = checkpoint / name
+        whole = file.read_bytes()
+        file.write_bytes(whole[: len(whole) // 2])
+        cli("train", recipe, "--resume").refused(f"{file}: {problem}", advice, within=10)
+        assert not (out / LOCK_FILE).exists()
+        file.write_bytes(whole)
+    assert cli("train", recipe, "--resume").status == 0  # the mended checkpoint resumes
