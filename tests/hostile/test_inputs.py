@@ -169,3 +169,18 @@ def test_inspect_output_stays_bounded_however_many_problems(cli, tmp_path: Path)
     result = cli("data", "inspect", "--dataset", "llava", "--path", data)
     assert result.status == 0 and "problems: 500" in result.out and "… 480 more (use --json for all)" in result.out
     assert len(result.out.splitlines()) < 45
+
+
+def test_a_record_with_two_problems_is_one_skipped_record(cli, tmp_path: Path) -> None:
+    """Probe J05: a record with a bad image *and* bad turns was counted as two skipped records."""
+    write_image(tmp_path / "a.png")
+    data = tmp_path / "test.json"
+    data.write_text(json.dumps([{"id": "a1", "image": 5, "conversations": "nope"}, _record("b2"),
+                                {"id": "c3", "image": "a.png", "conversations": []}]))
+    result = cli("data", "inspect", "--dataset", "llava", "--path", data, "--json")
+    inspected = json.loads(result.out)
+    assert result.status == 0 and inspected["records_read"] == 3 and inspected["samples"] == 1
+    assert inspected["skipped_records"] == 2 and len(inspected["problems"]) == 3  # every problem is listed
+    convert = cli("data", "convert", "--dataset", "llava", "--path", data, "--output", tmp_path / "o.json",
+                  "--on-bad-record", "skip")
+    assert convert.status == 0 and "skipped 2 bad record(s)" in convert.err

@@ -33,13 +33,20 @@ class Problem:
 
 @dataclass
 class ReadReport:
-    """Counts what a reader saw, kept and skipped (with reasons)."""
+    """Counts what a reader saw, kept and skipped (with reasons).
+
+    Every problem is listed, but a record with several (a bad image *and* bad turns) is one skipped
+    record: problems reported one after another for the same file and record while no further record
+    was read (``read`` unchanged) count once.
+    """
 
     source: str
     policy: Literal["error", "skip"] = "error"
     read: int = 0
     kept: int = 0
     problems: list[Problem] = field(default_factory=list)
+    skipped: int = 0
+    _last_skipped: tuple[int, str, str] | None = field(default=None, repr=False)
 
     def problem(self, message: str, *, file: str, record: Any = None, key: str | None = None) -> None:
         """Record a bad record: raise under the error policy, count it under skip."""
@@ -47,10 +54,10 @@ class ReadReport:
         if self.policy == "error":
             raise DataError(message, file=file, record=record_id, key=key)
         self.problems.append(Problem(file, record_id, key, message))
-
-    @property
-    def skipped(self) -> int:
-        return len(self.problems)
+        same_record = record_id is not None and self._last_skipped == (self.read, file, record_id)
+        if not same_record:
+            self.skipped += 1
+        self._last_skipped = None if record_id is None else (self.read, file, record_id)
 
     def summary(self) -> dict[str, Any]:
         reasons = Counter(p.message for p in self.problems)
