@@ -134,7 +134,7 @@ def _score(args: argparse.Namespace) -> int:
     scores = score_dataset(args.dataset, args.path, args.split, args.predictions, args.output,
                            image_root=args.image_root, options=_parse_options(args.option),
                            policy=args.on_bad_record, baseline=args.baseline, bootstrap=args.bootstrap,
-                           seed=args.seed)
+                           seed=args.seed, overwrite=args.overwrite)
     print(json.dumps(scores["metrics"], indent=2))
     missing, problems = scores["missing_predictions"]["count"], scores["input_problems"]["count"]
     if missing or problems:
@@ -152,7 +152,8 @@ def _score(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from medvlm.eval.report import build_report
 
-    report = build_report(args.inputs, args.output, baseline=args.baseline, title=args.title)
+    report = build_report(args.inputs, args.output, baseline=args.baseline, title=args.title,
+                          overwrite=args.overwrite)
     print(f"report: {args.output} ({len(report['entries'])} evaluation(s), "
           f"{len(report['continual'])} continual run(s)); data: {report['json_file']}")
     return 0
@@ -222,7 +223,7 @@ def _data_convert(args: argparse.Namespace) -> int:
     summary = convert_dataset(args.dataset, args.path, args.split, args.output, image_root=args.image_root,
                               options=_parse_options(args.option), prompt_style=args.prompt_style,
                               image_position=args.image_position, policy=args.on_bad_record, limit=args.limit,
-                              image_check=args.image_check)
+                              image_check=args.image_check, overwrite=args.overwrite)
     print(f"wrote {summary['records']} record(s) to {summary['output']}"
           + (f"; image paths are relative to {summary['image_root']} (use it as image_root)"
              if summary["image_root"] else ""))
@@ -293,7 +294,8 @@ def _judge(args: argparse.Namespace) -> int:
     result = judge_answers(args.questions, args.answers, args.output, endpoint=args.endpoint,
                            judge_model=args.judge_model, api_key_env=args.api_key_env,
                            concurrency=args.concurrency, retries=args.retries, timeout_s=args.timeout,
-                           temperature=args.temperature, max_tokens=args.max_tokens, limit=args.limit)
+                           temperature=args.temperature, max_tokens=args.max_tokens, limit=args.limit,
+                           overwrite=args.overwrite)
     print(format_judgement(result))
     print(f"written: {args.output}")
     return 0
@@ -360,6 +362,7 @@ def _add_use_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--questions", required=True, metavar="JSONL", help="llava_med_eval_qa50_qa.jsonl")
     p.add_argument("--answers", required=True, metavar="JSONL", help="the evaluated model's answer file")
     p.add_argument("--output", required=True, metavar="JSON", help="judge.json (reviews go beside it)")
+    _add_overwrite_file(p)
     p.add_argument("--endpoint", required=True, metavar="URL", help="the judge's OpenAI-compatible endpoint")
     p.add_argument("--judge-model", required=True, metavar="NAME", help="the judge model id (e.g. gpt-4-0314)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR")
@@ -397,6 +400,12 @@ def _bounded(kind: type, low: float, high: float | None = None, *, low_open: boo
 POSITIVE_INT, COUNT = _bounded(int, 1), _bounded(int, 0)
 POSITIVE, NON_NEGATIVE = _bounded(float, 0, low_open=True), _bounded(float, 0)
 FRACTION = _bounded(float, 0, 1, low_open=True)  # (0, 1]: a ratio, a probability mass
+
+
+def _add_overwrite_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files medvlm did not write (without it: refused; a rerun "
+                             "replaces its own unchanged output)")
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser, *, required_split: bool = False) -> None:
@@ -479,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_args(p)
     p.add_argument("--predictions", required=True, help="answer file (JSONL, LLaVA convention)")
     p.add_argument("--output", required=True, help="scores.json (per-item rows go to scores.items.jsonl)")
+    _add_overwrite_file(p)
     p.add_argument("--baseline", help="another system's answer file: paired McNemar / bootstrap comparison")
     p.add_argument("--bootstrap", type=COUNT, default=1000, help="bootstrap resamples for 95%% CIs (0: none)")
     p.add_argument("--seed", type=int, default=0)
@@ -487,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="RUN_DIR_OR_SCORES",
                    help="scores.json files or run directories (searched for scores.json and continual.json)")
     p.add_argument("--output", required=True, help="report.html (report.json is written beside it)")
+    _add_overwrite_file(p)
     p.add_argument("--baseline", action="append", metavar="SCORES_OR_DIR",
                    help="baseline scores (file or run directory), compared item by item; repeatable")
     p.add_argument("--title")
@@ -546,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("convert", help="write a data set as LLaVA conversation JSON (downstream format)")
     _add_dataset_args(p)
     p.add_argument("--output", required=True, help="output .json (or .jsonl)")
+    _add_overwrite_file(p)
     p.add_argument("--prompt-style", type=registered(PROMPT_STYLES), default="plain",
                    help="bake LLaVA-1.5's short-answer instruction or LLaVA-Med's closed suffix into questions")
     p.add_argument("--image-position", choices=("end", "front"), default="end",

@@ -8,6 +8,11 @@ marker file, :data:`MARKER`, saying medvlm made them and as what. :func:`replace
 destination only when it is absent, empty or one of medvlm's own replaceable outputs; a directory of
 someone else's files needs ``overwrite``, and a run directory, the current or home directory and any
 ancestor of a protected path (the source being exported, say) are never replaced.
+
+Files a command writes at a path the user chose (scores, reports, converted data, a saved chat) are
+the same promise for single files: :func:`check_new_output` lets a command replace only a file that
+medvlm wrote there and nobody changed since (:data:`WRITTEN` records its size and digest beside it),
+and someone else's file only with ``overwrite``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +37,10 @@ MARKER = ".medvlm-output.json"
 RUN = "run"
 #: A run's claim on its output directory (see :mod:`medvlm.claims`); not content of the directory.
 LOCK_FILE = ".medvlm.lock"
+#: Beside files medvlm wrote at a user's path: {"written_by": "medvlm", "files": {name: {size, sha256}}}.
+WRITTEN = ".medvlm-written.json"
+#: A larger :data:`WRITTEN` record is not medvlm's (it holds one small entry per output file).
+MAX_WRITTEN_BYTES = 1 << 20
 
 
 @contextmanager
@@ -96,6 +105,56 @@ def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
             break
 
 
+def _written_here(directory: Path) -> dict[str, Any]:
+    """The :data:`WRITTEN` record of ``directory`` (empty when absent, oversized or not medvlm's)."""
+    record = directory / WRITTEN
+    try:
+        if record.stat().st_size > MAX_WRITTEN_BYTES:
+            return {}
+        files = json.loads(record.read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return {}
+    return files if isinstance(files, dict) else {}
+
+
+def written_by_medvlm(path: str | os.PathLike) -> bool:
+    """Whether the file ``path`` is exactly what a medvlm command last wrote there (unchanged since)."""
+    path = Path(path)
+    entry = _written_here(path.parent).get(path.name)
+    if not isinstance(entry, dict) or not path.is_file():
+        return False
+    # the size first: a large file of someone else's is not read through to find out it differs
+    return entry.get("size") == path.stat().st_size and entry.get("sha256") == sha256_file(path)
+
+
+def check_new_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (), *,
+                     overwrite: bool = False) -> None:
+    """:func:`check_output_file`, and refuse an existing file medvlm did not write there (or that was
+    changed since) unless ``overwrite``: a rerun replaces its own output, never someone's file."""
+    check_output_file(path, inputs)
+    path = Path(path)
+    if path.is_file() and not overwrite and not written_by_medvlm(path):
+        raise OutputError(f"{path}: exists and is not a file medvlm wrote (or it was changed since); give another "
+                          "path, or pass --overwrite to replace it")
+
+
+def record_written(*paths: str | os.PathLike) -> None:
+    """Note files just written at a user's path in their directory's :data:`WRITTEN` record, so that
+    :func:`check_new_output` lets a rerun replace them. Entries of files since removed are dropped.
+
+    Two processes recording into one directory at the same instant may lose one entry; that file then
+    needs ``overwrite`` to be replaced: the safe side.
+    """
+    by_directory: dict[Path, list[Path]] = {}
+    for path in map(Path, paths):
+        by_directory.setdefault(path.parent, []).append(path)
+    for directory, written in by_directory.items():
+        files = {name: entry for name, entry in _written_here(directory).items() if (directory / name).is_file()}
+        for path in written:
+            files[path.name] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+        write_json(directory / WRITTEN, {"written_by": "medvlm", "files": files})
+
+
 def parse_json(text: str | bytes, *, file: str, line: int | None = None) -> Any:
     """``json.loads`` with one-line errors naming the file (and the line of a JSONL file).
 
@@ -116,6 +175,38 @@ def parse_json(text: str | bytes, *, file: str, line: int | None = None) -> Any:
         raise DataError(message, file=file, record=where) from None
     except RecursionError:
         raise DataError("JSON nested too deeply to read (more than ~1000 levels)", file=file, record=where) from None
+
+
+def read_appended_rows(path: str | os.PathLike, is_row: Callable[[Any], bool], what: str) -> list[Any]:
+    """The rows of a JSONL file a command appends to as it works (answers, reviews), for resuming.
+
+    A torn last line after complete rows (a run killed mid-write) is cut off so appends stay valid. Any
+    other line that is not JSON or not ``what`` (``is_row``) is an error naming the file and line: the
+    rows after it are never dropped, and a file that is not such a log at all is never cut.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows: list[Any] = []
+    good_bytes, size = 0, path.stat().st_size
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                row = parse_json(line, file=str(path), line=number)
+                valid = is_row(row)
+            except DataError:
+                valid = False
+            if not valid:
+                if rows and good_bytes + len(line) == size and not line.endswith(b"\n"):
+                    break  # the torn last line of a killed run
+                raise DataError(f"line {number} is not {what}; fix or remove it before resuming, or write to a "
+                                "new file", file=str(path))
+            rows.append(row)
+            good_bytes += len(line)
+    if good_bytes < size:
+        with open(path, "r+b") as handle:
+            handle.truncate(good_bytes)
+    return rows
 
 
 def read_json(path: str | os.PathLike) -> Any:

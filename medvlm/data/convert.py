@@ -22,7 +22,7 @@ from medvlm.data.images import ImageCheckMode, resolve_image_path
 from medvlm.data.reading import read_spec, source_spec
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample
 from medvlm.errors import DataError
-from medvlm.io import check_output_file, write_json, write_jsonl
+from medvlm.io import check_new_output, record_written, write_json, write_jsonl
 
 ImagePosition = Literal["end", "front"]
 META_KEYS = ("answer_type", "question_type", "modality", "organ", "language")
@@ -62,15 +62,18 @@ def convert_dataset(name: str, path: str | None, split: str, output: str | os.Pa
                     image_root: str | None = None, options: dict[str, Any] | None = None,
                     prompt_style: str = "plain", image_position: ImagePosition = "end",
                     policy: Literal["error", "skip"] = "error", limit: int | None = None,
-                    image_check: ImageCheckMode = "header") -> dict[str, Any]:
+                    image_check: ImageCheckMode = "header", overwrite: bool = False) -> dict[str, Any]:
     """Write ``output`` and return a summary (counts, image root, skipped records).
+
+    ``output`` must not be the data file read, and replaces an existing file only when medvlm wrote it
+    (a rerun) or with ``overwrite``.
 
     Images are checked as training checks them (``image_check``), so a converted file never names an
     image that is missing, unreadable or outside its root.
     """
     if image_position not in ("end", "front"):
         raise DataError(f"image_position must be end or front, got {image_position!r}")
-    check_output_file(output, inputs=[path])  # a data file converted into itself would be lost
+    check_new_output(output, inputs=[path], overwrite=overwrite)
     read = read_spec(source_spec(name, path, split, image_root=image_root, options=options, limit=limit),
                      policy=policy, prompt_style=prompt_style, image_check=image_check)
     samples, report = read.samples, read.report
@@ -93,5 +96,6 @@ def convert_dataset(name: str, path: str | None, split: str, output: str | os.Pa
         write_jsonl(out, records)
     else:
         write_json(out, records)
+    record_written(out)
     return {"output": str(out), "records": len(records), "image_root": str(root) if root else None,
             "prompt_style": prompt_style, "image_position": image_position, **report.summary()}

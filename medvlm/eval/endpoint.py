@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tqdm.auto import tqdm
-
 from medvlm.data.images import is_dicom_path, resolve_image_path
 from medvlm.data.reading import read_spec, source_spec
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample
 from medvlm.errors import DataError, MedvlmError
 from medvlm.eval.answers import question_id
 from medvlm.eval.predict import PredictSettings, answer_row, read_answer_ids, unanswered
+from medvlm.eval.progress import progress_bar
 from medvlm.io import append_jsonl, check_output_file
 
 log = logging.getLogger("medvlm")
@@ -234,7 +233,7 @@ async def _answer_all(client: EndpointClient, settings: EndpointSettings, pendin
         if out_path:
             out_path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(out_path, "a", encoding="utf-8") if out_path else None
-        progress = tqdm(total=len(pending), desc="predict", disable=not show_progress, unit="q")
+        progress = progress_bar(len(pending), "predict", show=show_progress)
 
         async def one(sample: Sample) -> None:
             async with gate:

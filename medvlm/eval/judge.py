@@ -35,14 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from medvlm.data.reading import read_spec, source_spec
 from medvlm.data.records import IMAGE_PLACEHOLDER, Sample
 from medvlm.errors import DataError, MedvlmError
 from medvlm.eval.answers import question_id, read_answers
 from medvlm.eval.endpoint import EndpointClient, base_url, run_all
-from medvlm.io import append_jsonl, write_json
+from medvlm.eval.progress import progress_bar
+from medvlm.io import append_jsonl, check_new_output, check_output_file, read_appended_rows, record_written, write_json
 from medvlm.provenance import provenance
 
 # sic: LLaVA-Med's system message opens with a stray single quote (a triple-quoted string around '...')
@@ -142,23 +141,10 @@ def _review_key(judge_model: str, temperature: float, messages: list[dict[str, s
 
 
 def _read_reviews(path: Path) -> dict[str, dict[str, Any]]:
-    """Reviews of earlier runs by key (a torn last line is ignored and rewritten)."""
-    if not path.exists():
-        return {}
-    rows: dict[str, dict[str, Any]] = {}
-    good = 0
-    with open(path, "rb") as handle:
-        for line in handle:
-            try:
-                row = json.loads(line)
-                rows[row["key"]] = row
-            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-                break
-            good += len(line)
-    if good < path.stat().st_size:
-        with open(path, "r+b") as handle:
-            handle.truncate(good)
-    return rows
+    """Reviews of earlier runs by key (a torn last line is cut off; any other bad line is an error)."""
+    rows = read_appended_rows(path, lambda row: isinstance(row, dict) and isinstance(row.get("key"), str),
+                              "a judge review row")
+    return {row["key"]: row for row in rows}
 
 
 async def _judge_all(client: EndpointClient, jobs: list[tuple[Sample, list[dict[str, str]], str]], judge_model: str,
@@ -168,7 +154,7 @@ async def _judge_all(client: EndpointClient, jobs: list[tuple[Sample, list[dict[
     done: dict[str, dict[str, Any]] = {}
     async with client.client(concurrency) as http:
         await client.check(http, judge_model)
-        progress = tqdm(total=len(jobs), desc="judge", unit="q")
+        progress = progress_bar(len(jobs), "judge")
 
         async def one(sample: Sample, messages: list[dict[str, str]], key: str) -> None:
             body: dict[str, Any] = {"model": judge_model, "messages": messages, "temperature": temperature}
@@ -192,10 +178,18 @@ async def _judge_all(client: EndpointClient, jobs: list[tuple[Sample, list[dict[
 def judge_answers(questions: str | Path, answers: str | Path, output: str | Path, *, endpoint: str,
                   judge_model: str, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4, retries: int = 6,
                   timeout_s: float = 300.0, temperature: float = 0.0, max_tokens: int | None = None,
-                  limit: int | None = None) -> dict[str, Any]:
-    """``medvlm judge``: judge an answer file on the qa50 questions; writes ``output`` (JSON) and its reviews."""
+                  limit: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """``medvlm judge``: judge an answer file on the qa50 questions; writes ``output`` (JSON) and its reviews.
+
+    Neither may be an input; an existing ``output`` is replaced only when medvlm wrote it (a rerun) or
+    with ``overwrite``, and an existing reviews file must be one (it is resumed, not replaced).
+    """
     if concurrency < 1:
         raise MedvlmError("--concurrency must be at least 1")
+    output = Path(output)
+    reviews_path = output.with_name(f"{output.stem}.reviews.jsonl")
+    check_new_output(output, inputs=[questions, answers], overwrite=overwrite)
+    check_output_file(reviews_path, inputs=[questions, answers])
     # the judge reads captions and answers, not pixels: no image check
     samples = read_spec(source_spec("llava_med", str(questions), "test", options={"format": "qa50"}, limit=limit),
                         image_check="none").samples
@@ -207,8 +201,6 @@ def judge_answers(questions: str | Path, answers: str | Path, output: str | Path
         raise DataError(f"{len(missing)} of {len(samples)} questions have no answer (first: question_id "
                         f"{', '.join(missing[:5])}); answer all of them first (medvlm predict resumes)",
                         file=str(answers))
-    output = Path(output)
-    reviews_path = output.with_name(f"{output.stem}.reviews.jsonl")
     previous = _read_reviews(reviews_path)
     jobs, keys = [], {}
     for sample in samples:
@@ -240,6 +232,7 @@ def judge_answers(questions: str | Path, answers: str | Path, output: str | Path
                    "assistant_2": "evaluated answer", "reused_reviews": len(samples) - len(jobs)}),
     }
     write_json(output, result)
+    record_written(output)
     return result
 
 

@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from medvlm.data.prompts import apply_prompt_style
 from medvlm.data.records import Sample
 from medvlm.errors import DataError
 from medvlm.eval.answers import question_id
 from medvlm.eval.generation import GenerationItem, Generator
-from medvlm.io import append_jsonl, check_output_file, parse_json
+from medvlm.eval.progress import progress_bar
+from medvlm.io import append_jsonl, check_output_file, read_appended_rows
 
 log = logging.getLogger("medvlm")
 
@@ -61,28 +60,10 @@ def read_answer_ids(path: Path, settings: PredictSettings | None = None) -> set[
     others would mix two experiments in one answer file.
     """
     check_output_file(path)
-    if not path.exists():
-        return set()
-    done: set[str] = set()
-    good_bytes = 0
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                row = parse_json(line, file=str(path), line=number)
-                done.add(str(row["question_id"]))
-            except (DataError, KeyError, TypeError):
-                if good_bytes + len(line) == size and not line.endswith(b"\n"):
-                    break  # torn last line
-                raise DataError(f"line {number} is not an answer row; fix or remove it before resuming",
-                                file=str(path)) from None
-            if settings is not None and number == 1:
-                _check_same_settings(path, row, settings)
-            good_bytes += len(line)
-    if good_bytes < size:
-        with open(path, "r+b") as handle:
-            handle.truncate(good_bytes)
-    return done
+    rows = read_appended_rows(path, lambda row: isinstance(row, dict) and "question_id" in row, "an answer row")
+    if settings is not None and rows:
+        _check_same_settings(path, rows[0], settings)
+    return {str(row["question_id"]) for row in rows}
 
 
 def _check_same_settings(path: Path, row: dict[str, Any], settings: PredictSettings) -> None:
@@ -148,7 +129,7 @@ def generate_answers(
         out_path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(out_path, "a", encoding="utf-8") if out_path else None
     try:
-        progress = tqdm(total=len(pending), desc="predict", disable=not show_progress, unit="q")
+        progress = progress_bar(len(pending), "predict", show=show_progress)
         for batch in _batches(pending, settings.batch_size):
             items = [GenerationItem(ids, generator.sample_pixels(sample), settings.max_new_tokens, generator.stops)
                      for sample, ids in batch]

@@ -26,12 +26,12 @@ from markupsafe import Markup, escape
 import medvlm
 from medvlm.continual.record import ContinualRecord, read_continual_record
 from medvlm.data.jsonfiles import iter_records, load_json
-from medvlm.errors import DataError
+from medvlm.errors import DataError, OutputError
 from medvlm.eval import plots
 from medvlm.eval.compare import paired_comparison
 from medvlm.eval.metrics import Metric, item_values, metrics, with_verdict
 from medvlm.eval.score import items_path
-from medvlm.io import check_output_file, write_json, write_text
+from medvlm.io import check_new_output, record_written, write_json, write_text
 from medvlm.provenance import git_commit
 from medvlm.rundir import CONTINUAL, SCORES
 
@@ -341,13 +341,20 @@ def build_report(
     title: str | None = None,
     n_boot: int | None = None,
     seed: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write ``output`` (HTML) and report.json beside it; return the report.json content.
+
+    Neither may be one of the scores read; an existing one is replaced only when medvlm wrote it (a
+    rerun) or with ``overwrite``.
 
     Paired comparisons use ``n_boot``/``seed``, by default the bootstrap settings the first system
     was scored with, so a report agrees with ``medvlm score --baseline`` on the same pair.
     """
     output = Path(output)
+    if output.suffix.lower() == ".json":  # report.json goes beside the HTML: the two would be one file
+        raise OutputError(f"{output}: the report's data is written beside the HTML as a .json file; give an .html "
+                          "path for --output")
     systems, continual = collect(list(inputs))
     baselines, _ = collect(list(baseline or []), role="baseline") if baseline else ([], [])
     # a baseline inside an input run directory is shown once, as the baseline
@@ -357,7 +364,7 @@ def build_report(
         raise DataError("nothing to report: no scores.json or continual.json in the inputs")
     read = [e.path for e in (*systems, *baselines)] + [path for path, _ in continual]
     for written in (output, output.with_suffix(".json")):  # a report over its own scores.json replaced it
-        check_output_file(written, inputs=read)
+        check_new_output(written, inputs=read, overwrite=overwrite)
     settings = systems[0].scores.get("provenance", {}).get("bootstrap", {}) if systems else {}
     n_boot = settings.get("samples", 1000) if n_boot is None else n_boot
     seed = settings.get("seed", 0) if seed is None else seed
@@ -389,4 +396,5 @@ def build_report(
     html = _environment().get_template("report.html.j2").render(report=report, figures=figures)
     write_text(output, html)
     write_json(output.with_suffix(".json"), report)
+    record_written(output, output.with_suffix(".json"))
     return report

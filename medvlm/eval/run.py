@@ -12,8 +12,8 @@ from medvlm.errors import DataError
 from medvlm.eval.answers import question_id, read_answers
 from medvlm.eval.items import answer_type_of, evaluate_item
 from medvlm.eval.predict import PredictSettings, generate_answers
-from medvlm.eval.score import score_answers
-from medvlm.io import check_output_file, sha256_file
+from medvlm.eval.score import items_path, score_answers
+from medvlm.io import check_new_output, check_output_file, record_written, sha256_file
 from medvlm.model.export import load_for_inference, prompt_settings
 from medvlm.recipe import EvalSpec
 from medvlm.rundir import EvalDir, StageDir, model_label
@@ -105,9 +105,12 @@ def evaluate_model(model_dir: str | Path, spec: EvalSpec, out_dir: str | Path, *
 
 def score_dataset(dataset: str, path: str | None, split: str, predictions: str | Path, output: str | Path, *,
                   image_root: str | None = None, options: dict[str, Any] | None = None, policy: str = "error",
-                  baseline: str | Path | None = None, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """``medvlm score``: read the references and answer file(s), score, write scores.json + items."""
-    check_output_file(output, inputs=[path, predictions, baseline])
+                  baseline: str | Path | None = None, bootstrap: int = 1000, seed: int = 0,
+                  overwrite: bool = False) -> dict[str, Any]:
+    """``medvlm score``: read the references and answer file(s), score, write scores.json + items
+    (replacing earlier files only where medvlm wrote them, or with ``overwrite``)."""
+    for written in (output, items_path(output)):
+        check_new_output(written, inputs=[path, predictions, baseline], overwrite=overwrite)
     read = read_spec(source_spec(dataset, path, split, image_root=image_root, options=options),
                      policy=policy, image_check="none")  # type: ignore[arg-type]  # scoring reads no pixels
     samples, report = read.samples, read.report
@@ -126,7 +129,7 @@ def score_dataset(dataset: str, path: str | None, split: str, predictions: str |
                     "split": split, "source_options": options or {}, "skipped_records": report.skipped,
                     "skip_reasons": report.summary()["skip_reasons"]},
     )
-    result.write(output)
+    record_written(output, result.write(output))
     return result.scores
 
 

@@ -128,6 +128,6 @@ def run_demo(output: str | Path, overrides: list[str] | None = None, recipe: str
     if final:
         baselines = [layout.eval(stage) for stage in result.evaluations if stage != final_stage]
         build_report([layout.eval(final_stage)], out / "report.html", baseline=baselines or None,
-                     title="medvlm demo: synthetic medical VQA")
+                     title="medvlm demo: synthetic medical VQA", overwrite=True)  # its own run directory
         text += f"\nReport: {out / 'report.html'}\n"
     return text

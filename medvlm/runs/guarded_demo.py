@@ -161,7 +161,8 @@ def run_guarded_demo(plain_out: str | Path, pipeline: Pipeline) -> tuple[str, fl
     initial_general = record.accuracy[0][record.probes.index(GENERAL)] if GENERAL in record.probes else 0.0
     summary["plain"] = plain
     write_json(out / "summary.json", summary)
-    build_report([ContinualDir(out).record], out / "report.html", title="medvlm demo: the curriculum, guarded")
+    build_report([ContinualDir(out).record], out / "report.html", title="medvlm demo: the curriculum, guarded",
+                 overwrite=True)  # its own run directory
     method = pipeline.recipe.continual.method if pipeline.recipe.continual else "none"
     differences = stage_differences(plain_out, pipeline)
     trained = (["The guarded recipe trains these stages differently from the plain one:", "", *differences, ""]

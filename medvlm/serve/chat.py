@@ -8,7 +8,9 @@ read by the data layer (DICOM windowed and PHI-free: only modality and size are 
                            a new image starts a new conversation
     /window WINDOW         re-render the current DICOM file with another window
     /reset                 forget the conversation (the image stays)
-    /save FILE             write the conversation as LLaVA-style JSON
+    /save FILE [--overwrite]
+                           write the conversation as LLaVA-style JSON (an existing file only
+                           when an earlier /save wrote it, or with --overwrite)
     /help, /quit           (end of input quits too)
 """
 
@@ -28,7 +30,7 @@ from medvlm.data.images import is_dicom_path, load_image
 from medvlm.data.records import IMAGE_PLACEHOLDER, Turn
 from medvlm.errors import MedvlmError
 from medvlm.eval.generation import GenerationItem, Generator, Sampling
-from medvlm.io import write_json
+from medvlm.io import check_new_output, record_written, write_json
 from medvlm.serve.protocol import conversation_sample
 
 HELP = __doc__.split("\n\n", 2)[2].rstrip()  # type: ignore[union-attr]
@@ -96,14 +98,17 @@ class ChatSession:
         self._image_pending = False
         return answer.text
 
-    def save(self, path: str | Path) -> Path:
-        """The conversation in LLaVA's format (``from``: human/gpt), with the image's file name."""
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """The conversation in LLaVA's format (``from``: human/gpt), with the image's file name; an
+        existing file is replaced only when medvlm wrote it (an earlier save) or with ``overwrite``."""
         record = {"id": "medvlm-chat", "conversations": [
             {"from": "human" if turn.role == "user" else "gpt", "value": turn.text} for turn in self.turns]}
         if self.image_path is not None and any(IMAGE_PLACEHOLDER in turn.text for turn in self.turns):
             record["image"] = self.image_path.name
         path = Path(path).expanduser()
+        check_new_output(path, overwrite=overwrite)
         write_json(path, [record])
+        record_written(path)
         return path
 
 
@@ -160,8 +165,8 @@ def _command(session: ChatSession, line: str, out: TextIO) -> bool:
     elif name == "/reset":
         session.reset()
         print("[conversation cleared]", file=out)
-    elif name == "/save" and len(args) == 1:
-        print(f"[saved to {session.save(args[0])}]", file=out)
+    elif name == "/save" and (len(args) == 1 or (len(args) == 2 and args[1] == "--overwrite")):
+        print(f"[saved to {session.save(args[0], overwrite=len(args) == 2)}]", file=out)
     else:
         print(f"unknown command or arguments: {line}\n{HELP}", file=out)
     return True

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,8 @@ from medvlm.data.records import SampleMeta, vqa_sample
 from medvlm.data.sources import read_source
 from medvlm.errors import DataError
 from medvlm.eval.predict import PredictSettings, generate_answers
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +108,15 @@ def test_llava_med_prompt_style(micro_model, questions) -> None:
         assert prompt.endswith(LLAVA_MED_CLOSED) == closed
         assert prompt.startswith(sample.question)
     assert rows[0]["metadata"]["prompt_style"] == "llava_med_closed"
+
+
+@pytest.mark.parametrize(("environment", "hidden"), [({"TQDM_DISABLE": "1"}, "True True"), ({}, "False True")])
+def test_progress_bar_honours_tqdm_disable(environment: dict[str, str], hidden: str) -> None:
+    """``predict`` passed ``disable=False``, which overrides tqdm's own TQDM_DISABLE switch (read when
+    tqdm is imported, hence a fresh interpreter)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TQDM_")}
+    code = ("from medvlm.eval.progress import progress_bar; "
+            "print(progress_bar(3, 'predict').disable, progress_bar(3, 'predict', show=False).disable)")
+    shown = subprocess.run([sys.executable, "-c", code], env={**env, **environment, "PYTHONPATH": str(REPO)},
+                           capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == hidden

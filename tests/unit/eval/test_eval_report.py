@@ -125,7 +125,8 @@ def test_a_report_never_replaces_the_scores_it_reads(scored: Path) -> None:
     """report --output onto its own input scores.json replaced it (probe Q02)."""
     scores = scored / "run" / "eval" / "scores.json"
     before = scores.read_bytes()
-    for output in (scores, scores.with_suffix(".html")):  # the HTML itself, or its report.json twin
-        with pytest.raises(OutputError, match="is also this command's input"):
-            build_report([scored / "run"], output)
+    with pytest.raises(OutputError, match="is also this command's input"):  # its report.json twin
+        build_report([scored / "run"], scores.with_suffix(".html"))
+    with pytest.raises(OutputError, match="give an .html path"):  # the HTML itself (HTML and JSON: one file)
+        build_report([scored / "run"], scores)
     assert scores.read_bytes() == before

@@ -15,8 +15,9 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from medvlm.data.records import Turn
+from medvlm.errors import OutputError
 from medvlm.eval.generation import GenerationItem
-from medvlm.serve.chat import ChatSession
+from medvlm.serve.chat import ChatSession, _command
 from medvlm.serve.protocol import conversation_sample
 
 REPO = Path(__file__).resolve().parents[3]
@@ -94,3 +95,23 @@ def test_chat_in_a_pseudo_terminal(micro_dir: Path, micro_generator, images: Pat
     shown = transcript.getvalue()
     assert "Is this a CT scan?" in shown and shown.count("model> ") == 2
     assert "CompressedSamples" not in (images / "conversation.json").read_text() + shown  # the file's patient name
+
+
+def test_save_never_replaces_someones_file(micro_generator, tmp_path: Path) -> None:
+    """Probe H06: ``/save FILE`` replaced whatever FILE was."""
+    session = ChatSession(micro_generator, max_new_tokens=4)
+    session.ask("Hello?", lambda delta: None)
+    mine = tmp_path / "thesis.json"
+    mine.write_text("chapter one")
+    out = io.StringIO()
+    with pytest.raises(OutputError, match=f"{mine}: exists and is not a file medvlm wrote"):
+        _command(session, f"/save {mine}", out)  # the chat loop prints it as "error: ..." and goes on
+    assert mine.read_text() == "chapter one"
+    saved = tmp_path / "chat.json"
+    _command(session, f"/save {saved}", out)
+    session.ask("And now?", lambda delta: None)
+    _command(session, f"/save {saved}", out)  # its own earlier save: replaced without asking
+    assert len(json.loads(saved.read_text())[0]["conversations"]) == 4
+    _command(session, f"/save {mine} --overwrite", out)
+    assert len(json.loads(mine.read_text())[0]["conversations"]) == 4
+    assert out.getvalue().count("[saved to") == 3

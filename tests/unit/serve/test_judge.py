@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from medvlm.cli import main
-from medvlm.errors import DataError
+from medvlm.errors import DataError, OutputError
 from medvlm.eval.judge import JUDGE_INSTRUCTION, JUDGE_SYSTEM, Review, aggregate, judge_answers, parse_scores
 from medvlm.serve.server import ServerThread
 
@@ -162,3 +162,23 @@ def test_missing_answers_are_an_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="6 of 6 questions have no answer"):
         judge_answers(tmp_path / "qa50.jsonl", tmp_path / "answers.jsonl", tmp_path / "j.json",
                       endpoint="http://127.0.0.1:9", judge_model="x")
+
+
+def test_someones_files_are_neither_replaced_nor_cut(tmp_path: Path) -> None:
+    """The reviews log was cut at its first line that was not a review: pointed at someone's file (an
+    --output whose .reviews.jsonl twin existed) it emptied it; judge.json replaced any file."""
+    write_qa50(tmp_path / "qa50.jsonl")
+    (tmp_path / "answers.jsonl").write_text("".join(
+        json.dumps({"question_id": i, "text": f"answer {i}"}) + "\n" for i in range(6)))
+    judge = {"endpoint": "http://127.0.0.1:9", "judge_model": "x"}  # refused before any request
+    mine = tmp_path / "summary.json"
+    mine.write_text("{}")
+    with pytest.raises(OutputError, match=f"{mine}: exists and is not a file medvlm wrote"):
+        judge_answers(tmp_path / "qa50.jsonl", tmp_path / "answers.jsonl", mine, **judge)
+    log = tmp_path / "notes.reviews.jsonl"
+    log.write_text("line one\nline two\n")
+    with pytest.raises(DataError, match=f"{log}: line 1 is not a judge review row"):
+        judge_answers(tmp_path / "qa50.jsonl", tmp_path / "answers.jsonl", tmp_path / "notes.json", **judge)
+    assert mine.read_text() == "{}" and log.read_text() == "line one\nline two\n"
+    with pytest.raises(OutputError, match="is also this command's input"):
+        judge_answers(tmp_path / "qa50.jsonl", tmp_path / "answers.jsonl", tmp_path / "answers.jsonl", **judge)
