@@ -37,6 +37,7 @@ from medvlm.eval.run import evaluate_model  # noqa: E402
 from medvlm.io import write_json  # noqa: E402
 from medvlm.recipe import EvalSpec, SourceSpec, load_recipe  # noqa: E402
 from medvlm.resources import general_base, recipes_dir  # noqa: E402
+from medvlm.runs.general_base import cpu_kind  # noqa: E402
 from medvlm.runs.threads import cpu_threads  # noqa: E402
 from medvlm.train.stage import run_stage  # noqa: E402
 
@@ -74,9 +75,9 @@ def validate(model: Path, out: Path, data_root: Path) -> dict:
 
 def candidate_key(row: dict) -> tuple:
     """What identifies a candidate run (rows written before seeds and CPU kinds were recorded: the
-    recipe's seed on an AVX512 machine)."""
+    recipe's seed on an AVX512 machine; before vendors were recorded: an Intel machine)."""
     return (row["align"], row["instruct"], row["finetune"], row.get("finetune_batch"), row.get("finetune_lr"),
-            row.get("finetune_seed"), row.get("cpu_capability", "AVX512"))
+            row.get("finetune_seed"), row.get("cpu_capability", "AVX512"), row.get("cpu_kind"))
 
 
 def main() -> None:
@@ -110,7 +111,7 @@ def main() -> None:
                     # so the same run on another kind of CPU is another draw of the training noise
                     row = {"align": align, "instruct": instruct, "finetune": finetune, "finetune_batch": batch,
                            "finetune_lr": lr, "finetune_seed": seed,
-                           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_kind": cpu_kind(),
                            "train_seconds": {"align": align_s, "instruct": instruct_s, "finetune": finetune_s},
                            "validation": validate(model, root / name / "eval", root),
                            "load_average": round(os.getloadavg()[0], 2),

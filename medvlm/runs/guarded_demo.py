@@ -88,7 +88,7 @@ def _shown(value: Any) -> str:
 
 def stage_differences(plain_out: Path, pipeline: Pipeline) -> list[str]:
     """Per stage the plain run also ran, the settings the guarded recipe trains it with differently
-    (``"finetune: train.max_steps 1300 → 2000; ..."``): the side-by-side table compares curricula,
+    (``"finetune: train.max_steps 1600 → 2000; ..."``): the side-by-side table compares curricula,
     and a reader must know when they did not train alike."""
     plain = PipelineDir(plain_out)
     lines = []

@@ -104,6 +104,7 @@ def test_rebuilt_general_base_matches_the_shipped_one_bit_for_bit(tmp_path: Path
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 7 minutes on an AMD AVX2 machine near idle; more on a busy one
 def test_full_demo_meets_its_targets(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     started = time.perf_counter()
@@ -115,8 +116,8 @@ def test_full_demo_meets_its_targets(tmp_path: Path) -> None:
     print(f"demo wall {wall:.0f}s final {final} base {base}")
     assert final["closed_accuracy"] >= 90.0 and final["open_exact_match"] >= 80.0
     assert base["closed_accuracy"] <= 60.0 and base["open_exact_match"] <= 20.0  # near chance before adaptation
-    # the wall time (target: 5 minutes on an idle 2-core machine) is measured in bench/results/demo_wall.json,
-    # not asserted here: a test's timing depends on whatever else the machine runs
+    # the wall time (4 minutes on an idle Intel 2-core machine at 1300 steps, 7 on AMD at 1600) is measured
+    # in bench/results/demo_wall.json, not asserted here: a test's timing depends on whatever else runs
 
 
 GUARDED_SHORT = [*SHORT, "continual.sac.auto.grid=[0.5, 1.0]", "continual.sac.auto.validation_samples=8",

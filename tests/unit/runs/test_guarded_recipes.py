@@ -48,7 +48,7 @@ def test_the_demo_summary_names_how_a_guarded_stage_trains_differently(tmp_path)
     (tmp_path / "finetune" / "recipe.resolved.yaml").write_text(plain.stages[2][1].to_yaml())
     assert stage_differences(tmp_path, guarded)[1] == (
         "- finetune: data.train synthetic medical_vqa train → synthetic medical_vqa train + synthetic general_vqa "
-        "train (limit 1500); train.max_steps 1300 → 2000")
+        "train (limit 1500); train.max_steps 1600 → 2000")
 
 
 def test_llava_med_guarded_curriculum(monkeypatch) -> None:
