@@ -389,7 +389,8 @@ def _bounded(kind: type, low: float, high: float | None = None, *, low_open: boo
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got "
                                              f"{text!r}") from None
-        if value != value or (value <= low if low_open else value < low) or (high is not None and value > high):
+        if value != value or abs(value) == float("inf") or (value <= low if low_open else value < low) or (
+                high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{text} is outside {interval}")
         return value
 
@@ -400,6 +401,7 @@ def _bounded(kind: type, low: float, high: float | None = None, *, low_open: boo
 POSITIVE_INT, COUNT = _bounded(int, 1), _bounded(int, 0)
 POSITIVE, NON_NEGATIVE = _bounded(float, 0, low_open=True), _bounded(float, 0)
 FRACTION = _bounded(float, 0, 1, low_open=True)  # (0, 1]: a ratio, a probability mass
+SEED = _bounded(int, 0, 2**32 - 1)  # what numpy's and torch's generators accept
 
 
 def _add_overwrite_file(parser: argparse.ArgumentParser) -> None:
@@ -490,8 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="scores.json (per-item rows go to scores.items.jsonl)")
     _add_overwrite_file(p)
     p.add_argument("--baseline", help="another system's answer file: paired McNemar / bootstrap comparison")
-    p.add_argument("--bootstrap", type=COUNT, default=1000, help="bootstrap resamples for 95%% CIs (0: none)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=_bounded(int, 0, 100_000), default=1000,
+                   help="bootstrap resamples for 95%% CIs (0: none)")
+    p.add_argument("--seed", type=SEED, default=0)
 
     p = sub.add_parser("report", help="report.json + self-contained report.html from scores and run dirs")
     p.add_argument("inputs", nargs="+", metavar="RUN_DIR_OR_SCORES",
@@ -567,8 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=POSITIVE_INT, help="convert at most this many records")
     p = data.add_parser("synth", help="generate the synthetic data set")
     p.add_argument("--output", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=_bounded(int, 8), default=32)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--image-size", type=_bounded(int, 8, 1024), default=32)
     return parser
 
 
@@ -592,6 +595,14 @@ def main(argv: list[str] | None = None) -> int:
     except MedvlmError as exc:
         print(f"medvlm: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the reader of stdout went away (``| head``): stop quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141
+    except OSError as exc:  # the file system refused (permissions, read-only, no space, not a directory)
+        if exc.filename is None:
+            raise
+        print(f"medvlm: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("medvlm: interrupted", file=sys.stderr)
         return 130

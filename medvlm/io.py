@@ -93,6 +93,9 @@ def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a directory; give a file path for this output")
+    if path.exists() and not path.is_file():  # a device, pipe or socket (or a link to one)
+        raise OutputError(f"{path}: is not a regular file (a device, pipe or socket); give a file path for this "
+                          "output")
     if path.is_file():
         for source in inputs:
             if source is not None and Path(source).is_file() and os.path.samefile(path, source):
@@ -230,18 +233,37 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def _files_under(path: Path) -> list[str]:
+    """Every file (and link) under ``path``, relative to it; medvlm's own bookkeeping files left out."""
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")
+                  if (p.is_symlink() or not p.is_dir()) and p.name not in (MARKER, LOCK_FILE))
+
+
 def mark_dir(path: str | os.PathLike, kind: str) -> None:
-    """Say that medvlm created ``path`` (as ``kind``): later runs may then replace or reuse it."""
-    write_json(Path(path) / MARKER, {"written_by": "medvlm", "kind": kind})
+    """Say that medvlm created ``path`` (as ``kind``): later runs may then replace or reuse it.
+
+    A whole output (anything but a run directory, which fills as it runs) also lists the files it
+    holds, so a file someone adds to it later makes it theirs again (:func:`has_foreign_files`).
+    """
+    path = Path(path)
+    record: dict[str, Any] = {"written_by": "medvlm", "kind": kind}
+    if kind != RUN:
+        record["files"] = _files_under(path)
+    write_json(path / MARKER, record)
+
+
+def _marker(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((path / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def dir_kind(path: str | os.PathLike) -> str | None:
     """What medvlm made ``path`` as (its marker's kind; ``run`` for a pre-marker run directory), else None."""
     path = Path(path)
-    try:
-        kind = json.loads((path / MARKER).read_text(encoding="utf-8")).get("kind")
-    except (OSError, ValueError, AttributeError):
-        kind = None
+    kind = _marker(path).get("kind")
     if kind is None and (path / RECIPE).is_file():  # run directories written before markers existed
         return RUN
     return str(kind) if kind is not None else None
@@ -323,11 +345,17 @@ def _check_not_in_use(directory: Path) -> None:
 
 
 def has_foreign_files(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a non-empty directory medvlm did not create (its lock file does not count)."""
+    """Whether the directory ``path`` holds files medvlm did not write: any file, when medvlm did not
+    create it; a file its marker does not list, when it did (its lock file never counts)."""
     path = Path(path)
-    if not path.is_dir() or dir_kind(path) is not None:
+    if not path.is_dir():
         return False
-    return any(child.name != LOCK_FILE for child in path.iterdir())
+    if dir_kind(path) is None:
+        return any(child.name != LOCK_FILE for child in path.iterdir())
+    listed = _marker(path).get("files")
+    if not isinstance(listed, list):  # a run directory, or an output marked before markers listed files
+        return False
+    return not set(_files_under(path)) <= set(map(str, listed))
 
 
 def clear_dir(path: str | os.PathLike, *, protect: Iterable[str | os.PathLike] = ()) -> None:

@@ -41,7 +41,7 @@ from pydantic import (
 )
 
 from medvlm.bounds import TreeError, check_tree
-from medvlm.errors import RecipeError, shorten
+from medvlm.errors import RecipeError, first_line, shorten
 from medvlm.registry import (
     CONSOLIDATORS,
     FAMILIES,
@@ -71,6 +71,8 @@ DatasetName = Annotated[str, _registered(SOURCES)]
 TemplateName = Annotated[str, _registered(TEMPLATES)]
 PromptStyle = Annotated[str, _registered(PROMPT_STYLES)]
 FamilyName = Annotated[str, _registered(FAMILIES, "auto")]
+#: What numpy's and torch's generators accept as a seed.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 #: Values a recipe file may expand to. Real recipes hold a few hundred; YAML anchors and aliases can
 #: make a 1 KB file expand to billions ("billion laughs"), which validation and dumping would walk.
@@ -82,7 +84,7 @@ MAX_RECIPE_VALUES = 100_000
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 Section = _Section  # the base of a plugin's settings section (see ContinualSpec), extra keys forbidden
@@ -99,7 +101,7 @@ class ModelSpec(_Section):
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     trust_remote_code: bool = Field(False, description="run Python code shipped in model.path (warned about, "
                                     "recorded in provenance; never taken from a run's stored recipe)")
-    init_seed: int = 0
+    init_seed: Seed = 0
     tokenizer_vocab_size: int = Field(1024, ge=8)
 
     @model_validator(mode="after")
@@ -153,7 +155,7 @@ class TrainSpec(_Section):
     weight_decay: float = Field(0.0, ge=0)
     lr_scheduler: str = "cosine"
     max_grad_norm: float = Field(1.0, ge=0, description="0: no clipping")
-    seed: int = 42
+    seed: Seed = 42
     bf16: bool = False
     fp16: bool = False
     gradient_checkpointing: bool = False
@@ -441,8 +443,8 @@ class EvalSpec(_Section):
     max_new_tokens: int = Field(32, ge=1)
     prompt_style: PromptStyle = "plain"
     template: TemplateName | None = None
-    bootstrap_samples: int = Field(1000, ge=0)
-    seed: int = 0
+    bootstrap_samples: int = Field(1000, ge=0, le=100_000)
+    seed: Seed = 0
     stages: list[str] = Field(default_factory=list,
                               description="pipeline stages whose models are evaluated (default: the last)")
 
@@ -534,6 +536,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except RecursionError:
         raise RecipeError(f"{path}: YAML nested too deeply to read") from None
+    except ValueError as exc:  # an integer of thousands of digits (Python's int conversion limit)
+        raise RecipeError(f"{path}: {first_line(exc)}") from None
     try:
         check_tree(data, max_nodes=MAX_RECIPE_VALUES)
     except TreeError as exc:
@@ -583,6 +587,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(value_text) if value_text.strip() else ""
     except yaml.YAMLError:
         value = value_text
+    except ValueError as exc:  # an integer of thousands of digits (Python's int conversion limit)
+        raise RecipeError(f"override '{key}': {first_line(exc)}") from None
     # YAML reads "1e-4" as a string (it wants "1.0e-4"); numbers are what users mean.
     if isinstance(value, str):
         try:

@@ -126,7 +126,11 @@ def object_records(path: str | Path, report: Any, *, file: str | None = None) ->
     Every record counts as read in ``report`` (a sources ``ReadReport``); one that is not an object is
     reported there as a problem with its location and skipped, never dropped silently.
     """
-    for location, record in iter_records(path):
+    def bad_line(location: str, exc: DataError) -> None:  # under skip: counted like any bad record
+        report.read += 1
+        report.problem(exc.detail, file=file or str(path), record=location)
+
+    for location, record in iter_records(path, on_bad_line=bad_line):
         report.read += 1
         if not isinstance(record, dict):
             report.problem(f"expected an object, got {type(record).__name__}", file=file or str(path),

@@ -6,7 +6,7 @@ comma becomes "file.json: not valid JSON at line 12 column 5: ..." rather than a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,13 @@ from medvlm.io import parse_json, read_json
 load_json = read_json  # not found, not UTF-8, not JSON, nested absurdly deep: one-line errors
 
 
-def iter_records(path: str | Path) -> Iterator[tuple[str, Any]]:
+def iter_records(path: str | Path, on_bad_line: Callable[[str, DataError], None] | None = None,
+                 ) -> Iterator[tuple[str, Any]]:
     """(location, record) pairs from a JSON array file or a JSONL file.
 
     The location ("#12" for the 12th array item, "line 12" for JSONL) identifies records that have no
-    usable id of their own.
+    usable id of their own. A JSONL line that is not JSON is an error, or, given ``on_bad_line``, a bad
+    record handed to it (with its location) and passed over: the other lines are still records.
     """
     path = Path(path)
     if path.suffix.lower() == ".jsonl":
@@ -30,7 +32,14 @@ def iter_records(path: str | Path) -> Iterator[tuple[str, Any]]:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                yield f"line {number}", parse_json(line, file=str(path), line=number)
+                try:
+                    record = parse_json(line, file=str(path), line=number)
+                except DataError as exc:
+                    if on_bad_line is None:
+                        raise
+                    on_bad_line(f"line {number}", exc)
+                    continue
+                yield f"line {number}", record
         return
     data = load_json(path)
     if not isinstance(data, list):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
 from transformers import PreTrainedModel, ProcessorMixin
 
@@ -204,6 +205,10 @@ def load_pretrained(path: str | Path, *, dtype: str = "float32", attn_implementa
         processor = architecture.load_processor(path)
     except (OSError, SafetensorError) as exc:  # a missing or truncated weights / tokenizer file
         raise ModelError(f"{path}: cannot load model or processor: {first_line(exc)}") from None
+    except (ValueError, TypeError, StrictDataclassError) as exc:  # a damaged tokenizer.json, a missing tokenizer,
+        # config values of the wrong type: transformers' own message, named, as one line
+        raise ModelError(f"{path}: cannot load model or processor ({first_line(exc)})"
+                         ) from None
     except pickle.UnpicklingError:  # torch.load(weights_only=True) met an object that is no plain tensor
         raise ModelError(f"{path}: a pickled weights file (pytorch_model.bin) {PICKLE_REFUSED}; use safetensors "
                          "weights") from None

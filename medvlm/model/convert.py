@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from medvlm.errors import PICKLE_REFUSED, ModelError, first_line
+from medvlm.errors import PICKLE_REFUSED, ModelError, first_line, shorten
 from medvlm.io import check_replaceable, read_json
 
 log = logging.getLogger("medvlm")
@@ -257,11 +257,16 @@ def vision_tower_weights(directory: Path, vision_config) -> dict[str, torch.Tens
 
 def rope_parameters(config: dict[str, Any], where: str) -> dict[str, Any]:
     """transformers 5's ``rope_parameters`` from the original's ``rope_theta`` and ``rope_scaling``."""
-    scaling = dict(config.get("rope_scaling") or {})
+    scaling, theta = config.get("rope_scaling") or {}, config.get("rope_theta", 10000.0)
+    if not isinstance(scaling, dict):
+        raise ModelError(f"{where}: key 'rope_scaling': expected an object (type, factor, ...), got {shorten(scaling)}")
+    if not isinstance(theta, (int, float)) or isinstance(theta, bool) or not 0 < theta < float("inf"):
+        raise ModelError(f"{where}: key 'rope_theta': expected a positive number, got {shorten(theta)}")
+    scaling = dict(scaling)
     kind = scaling.pop("rope_type", None) or scaling.pop("type", None) or "default"
     if kind not in ROPE_TYPES:
         raise ModelError(f"{where}: key 'rope_scaling' has type '{kind}'; supported: {', '.join(ROPE_TYPES)}")
-    return {"rope_type": kind, "rope_theta": float(config.get("rope_theta", 10000.0)), **scaling}
+    return {"rope_type": kind, "rope_theta": float(theta), **scaling}
 
 
 def text_config(config: dict[str, Any], where: str = "config.json"):

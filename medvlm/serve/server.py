@@ -31,6 +31,7 @@ import importlib.util
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -348,6 +349,11 @@ def check_settings(settings: ServeSettings) -> None:
         get_template(settings.template)
     if settings.image_root is not None and not Path(settings.image_root).is_dir():
         raise ModelError(f"--image-root {settings.image_root}: not a directory")
+    try:  # before the model loads; uvicorn would log "Name or service not known" and exit 3
+        socket.getaddrinfo(settings.host, settings.port)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ModelError(f"--host {settings.host}: not an address or host name this machine can resolve "
+                         f"({exc})") from None
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         log.warning("serving on %s without an API key: anyone who can reach this address can use the model",
                     settings.host)
@@ -388,7 +394,6 @@ class ServerThread:
     """
 
     def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 0) -> None:
-        import socket
         import threading
 
         import uvicorn

@@ -243,10 +243,19 @@ def check_resumable(checkpoint: str | Path) -> None:
 
     checkpoint = Path(checkpoint)
     advice = f"delete {checkpoint} and resume from an earlier checkpoint, or start again without --resume"
+    state_file = checkpoint / "trainer_state.json"
     try:  # transformers reads it on resume and ends in a JSONDecodeError traceback on a damaged one
-        read_json(checkpoint / "trainer_state.json")
+        state = read_json(state_file)
     except DataError as exc:
         raise ModelError(f"{exc}; {advice}") from None
+    # ... and in a TypeError deep in its arithmetic on fields of the wrong type
+    expected = {"global_step": (int,), "log_history": (list,), "max_steps": (int,), "epoch": (int, float)}
+    for key, types in expected.items():
+        value = state.get(key) if isinstance(state, dict) else None
+        if (key in ("global_step", "log_history") or value is not None) and (
+                not isinstance(value, types) or isinstance(value, bool)):
+            raise ModelError(f"{state_file}: key '{key}': expected {' or '.join(t.__name__ for t in types)}, got "
+                             f"{type(value).__name__}; {advice}")
     for file in sorted(checkpoint.rglob("*")):
         if file.suffix == ".safetensors":
             try:

@@ -115,3 +115,16 @@ def test_synthetic_data_is_never_written_over_someones_folder(cli, tmp_path: Pat
     cli("data", "synth", "--output", folder, "--image-size", "8").refused(
         f"{folder}: exists and holds other files", within=30)
     assert snapshot(folder) == before
+
+
+def test_a_file_added_to_an_earlier_export_makes_it_someones_again(cli, tmp_path: Path,
+                                                                     micro_model_dir: Path) -> None:
+    """Probe F3: re-exporting over an earlier export deleted the notes a user had put in it."""
+    dst = tmp_path / "exported"
+    assert cli("export", micro_model_dir, dst).status == 0
+    assert "config.json" in json.loads((dst / MARKER).read_text())["files"]
+    (dst / "MY_NOTES.txt").write_text("what I found")
+    cli("export", micro_model_dir, dst).refused(f"{dst}: exists and holds files medvlm did not write", within=10)
+    assert (dst / "MY_NOTES.txt").read_text() == "what I found"
+    (dst / "MY_NOTES.txt").unlink()
+    assert cli("export", micro_model_dir, dst).status == 0  # as medvlm left it: replaced without a flag

@@ -26,14 +26,16 @@ def test_deeply_nested_json_is_a_clear_error(cli, tmp_path: Path) -> None:
         f"{data}: JSON nested too deeply to read", within=3)
     lines = tmp_path / "deep.jsonl"
     lines.write_text(json.dumps(_record("1")) + "\n" + '{"id": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
-    cli("data", "inspect", "--dataset", "llava", "--path", lines).refused(
+    cli("data", "convert", "--dataset", "llava", "--path", lines, "--output", tmp_path / "o.json").refused(
         f"{lines}: record line 2: JSON nested too deeply to read", within=3)
+    inspected = cli("data", "inspect", "--dataset", "llava", "--path", lines)  # a JSONL line: one bad record
+    assert inspected.status == 0 and "record line 2: JSON nested too deeply to read" in inspected.out
 
 
 def test_non_utf8_jsonl_names_the_file_and_line(cli, tmp_path: Path) -> None:
     data = tmp_path / "latin1.jsonl"
     data.write_bytes(json.dumps(_record("1")).encode() + b"\n" + '{"id": "caf\xe9"}'.encode("latin-1") + b"\n")
-    cli("data", "inspect", "--dataset", "llava", "--path", data).refused(
+    cli("data", "convert", "--dataset", "llava", "--path", data, "--output", tmp_path / "o.json").refused(
         f"{data}: record line 2: not UTF-8 text (byte 11: invalid continuation byte)", within=3)
 
 
@@ -184,3 +186,35 @@ def test_a_record_with_two_problems_is_one_skipped_record(cli, tmp_path: Path) -
     convert = cli("data", "convert", "--dataset", "llava", "--path", data, "--output", tmp_path / "o.json",
                   "--on-bad-record", "skip")
     assert convert.status == 0 and "skipped 2 bad record(s)" in convert.err
+
+
+def test_damaged_tokenizer_and_config_files_are_model_errors(tmp_path: Path, micro_model_dir: Path) -> None:
+    """Probe F6: a tokenizer.json that is not JSON, no tokenizer at all, or a config value of the wrong
+    type ended in JSONDecodeError / ValueError / StrictDataclass tracebacks."""
+    garbage = shutil.copytree(micro_model_dir, tmp_path / "garbage")
+    (garbage / "tokenizer.json").write_text("{garbage")
+    with pytest.raises(ModelError, match=f"{garbage}: cannot load model or processor .*JSONDecodeError"):
+        load_pretrained(garbage)
+    missing = shutil.copytree(micro_model_dir, tmp_path / "missing")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (missing / name).unlink()
+    with pytest.raises(ModelError, match=f"{missing}: cannot load model or processor"):
+        load_pretrained(missing)
+    typed = shutil.copytree(micro_model_dir, tmp_path / "typed")
+    (typed / "config.json").write_text(json.dumps({**json.loads((typed / "config.json").read_text()),
+                                                   "text_config": "x"}))
+    with pytest.raises(ModelError, match=f"{typed}: cannot load model or processor .*'text_config'"):
+        load_pretrained(typed)
+
+
+def test_an_unreadable_jsonl_line_is_a_bad_record_under_skip(cli, tmp_path: Path) -> None:
+    """Probe F13: ``--on-bad-record skip`` skipped a record of the wrong type but stopped at a line
+    that is not JSON."""
+    write_image(tmp_path / "a.png")
+    data = tmp_path / "c.jsonl"
+    data.write_text(json.dumps(_record("a")) + "\n{not json\n" + json.dumps(_record("b")) + "\n")
+    convert = ("data", "convert", "--dataset", "llava", "--path", data, "--output", tmp_path / "o.json")
+    cli(*convert).refused(f"{data}: record line 2: not valid JSON", within=5)
+    result = cli(*convert, "--on-bad-record", "skip")
+    assert result.status == 0 and "skipped 1 bad record(s)" in result.err
+    assert [r["id"] for r in json.loads((tmp_path / "o.json").read_text())] == ["a", "b"]

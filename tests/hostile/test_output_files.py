@@ -4,7 +4,13 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from medvlm.io import WRITTEN
 from tests.helpers.data_fixtures import write_image
@@ -75,3 +81,51 @@ def test_report_refuses_someones_file_and_a_json_output(cli, tmp_path: Path) -> 
     assert page.read_text() == "<p>my page</p>"
     assert cli("report", scores, "--output", tmp_path / "report.html").status == 0
     assert cli("report", scores, "--output", tmp_path / "report.html").status == 0  # a rerun
+
+
+def test_a_device_pipe_or_link_to_one_is_never_replaced(cli, tmp_path: Path) -> None:
+    """Probe F1: --output onto a FIFO (or a link to one, or a device such as /dev/full) replaced the
+    node with a regular file, --overwrite or not."""
+    data = _data(tmp_path)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "link"
+    link.symlink_to(fifo)
+    for target in (fifo, link, Path("/dev/null")):
+        for extra in ((), ("--overwrite",)):
+            cli("data", "convert", "--dataset", "llava", "--path", data, "--output", target, *extra).refused(
+                f"{target}: is not a regular file (a device, pipe or socket)", within=5)
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and link.is_symlink() and Path("/dev/null").is_char_device()
+
+
+def test_file_system_refusals_are_one_line(cli, tmp_path: Path) -> None:
+    """Probes F2, F4, F12: a read-only folder, a data set written onto a file, a path under /proc ended
+    in PermissionError / NotADirectoryError / FileNotFoundError tracebacks."""
+    data = _data(tmp_path)
+    blocker = tmp_path / "t.txt"
+    blocker.write_text("x")
+    cli("data", "synth", "--output", blocker).refused(f"{blocker}: Not a directory", within=10)
+    cli("data", "convert", "--dataset", "llava", "--path", data, "--output", "/proc/self/o.json").refused(
+        "/proc/self/", within=5)
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores the mode bits: nothing to show here
+            pytest.skip("running as root: a read-only directory is writable")
+        cli("data", "convert", "--dataset", "llava", "--path", data, "--output", locked / "o.json").refused(
+            "Permission denied", within=5)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_closed_stdout_ends_quietly(tmp_path: Path) -> None:
+    """Probe F12: ``medvlm data inspect --json | head -c 10`` ended in a BrokenPipeError traceback."""
+    data = tmp_path / "many.json"  # every image missing: --json lists 3000 problems, far more than a pipe holds
+    data.write_text(json.dumps([{"id": str(i), "image": "absent.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "red"}]} for i in range(3000)]))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    shell = f"{sys.executable} -m medvlm data inspect --dataset llava --path {data} --json | head -c 10"
+    result = subprocess.run(["bash", "-c", f"set -o pipefail; {shell}"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout == "{\n  \"datas" and "Traceback" not in result.stderr and result.returncode == 141

@@ -52,6 +52,10 @@ def test_a_huge_wrong_value_is_shown_truncated(cli, tmp_path: Path) -> None:
     ("continual.sac.ratio=3", "less than or equal to 1"),
     ("continual.mix.alpha=7", "less than or equal to 1"),
     ("train.save_total_limit=0", "greater than or equal to 1"),
+    ("train.learning_rate=.inf", "finite number"),  # probe F8: trained with a NaN learning rate
+    ("train.seed=-1", "greater than or equal to 0"),  # probe F9: numpy's ValueError traceback
+    ("train.seed=4294967296", "less than or equal to 4294967295"),
+    ("train.max_steps=" + "9" * 5000, r"Exceeds the limit \(4300 digits\)"),  # probe F7: a ValueError traceback
 ])
 def test_out_of_range_recipe_numbers_are_refused(tmp_path: Path, override: str, message: str) -> None:
     recipe = tmp_path / "r.yaml"
@@ -79,6 +83,11 @@ def test_out_of_range_recipe_numbers_are_refused(tmp_path: Path, override: str, 
     ["judge", "--questions", "q", "--answers", "a", "--output", "o", "--endpoint", "e", "--judge-model", "j",
      "--concurrency", "0"],
     ["predict", "--endpoint", "e", "--dataset", "llava", "--output", "o", "--temperature", "-1"],
+    # probes F9, F10: a negative seed and absurd sizes ended in ValueError / MemoryError tracebacks
+    ["score", "--dataset", "llava", "--predictions", "p", "--output", "o", "--seed", "-1"],
+    ["score", "--dataset", "llava", "--predictions", "p", "--output", "o", "--bootstrap", "1000000000000"],
+    ["data", "synth", "--output", "o", "--image-size", "100000"],
+    ["predict", "--endpoint", "e", "--dataset", "llava", "--output", "o", "--timeout", "inf"],
 ])
 def test_out_of_range_cli_numbers_exit_2(cli, argv: list[str]) -> None:
     result = cli(*argv)

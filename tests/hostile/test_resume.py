@@ -75,3 +75,14 @@ def test_a_truncated_checkpoint_file_is_named_before_the_model_loads(cli, tmp_pa
         assert not (out / LOCK_FILE).exists()
         file.write_bytes(whole)
     assert cli("train", recipe, "--resume").status == 0  # the mended checkpoint resumes
+
+
+def test_a_trainer_state_with_fields_of_the_wrong_type_is_named(cli, tmp_path: Path) -> None:
+    """Probe F5: ``"global_step": "two"`` ended in a TypeError traceback inside transformers."""
+    recipe, out = _tiny_run(tmp_path)
+    assert cli("train", recipe).status == 0
+    shutil.rmtree(out / "model")
+    state = out / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    state.write_text(json.dumps({"global_step": "two", "log_history": 5}))
+    cli("train", recipe, "--resume").refused(f"{state}: key 'global_step': expected int, got str",
+                                             "resume from an earlier checkpoint", within=10)

@@ -232,6 +232,11 @@ def test_conversion_errors_name_what_is_wrong(tmp_path: Path) -> None:
     (src / "config.json").write_text(json.dumps(config | {"torch_dtype": "float8"}))
     with pytest.raises(ModelError, match="torch_dtype 'float8'; pass --dtype"):
         convert_llava(src, tmp_path / "e", vision_tower=tower_dir)
+    for bad, message in (({"rope_scaling": "fast please"}, "key 'rope_scaling': expected an object"),  # probe F11
+                         ({"rope_theta": "big"}, "key 'rope_theta': expected a positive number")):
+        (src / "config.json").write_text(json.dumps(config | bad))
+        with pytest.raises(ModelError, match=message):
+            convert_llava(src, tmp_path / "g", vision_tower=tower_dir)
     (src / "config.json").write_text(json.dumps(config | {"torch_dtype": None}))  # null: float32
     convert_llava(src, tmp_path / "f", vision_tower=tower_dir)
     assert json.loads((tmp_path / "f" / "config.json").read_text())["dtype"] == "float32"

@@ -126,3 +126,9 @@ def test_serve_and_chat_prompt_a_model_as_it_was_trained(micro_dir: Path, tmp_pa
 
     assert chat.run_chat(str(trained), read=leave, out=io.StringIO()) == 0
     assert seen == [("vicuna_v1", "")]
+
+
+def test_an_unresolvable_host_is_refused_before_the_model_loads(micro_dir: Path, capsys) -> None:
+    """Probe F12: ``--host 'not a host!'`` loaded the model, then uvicorn logged an error and exited 3."""
+    assert main(["serve", "--model", str(micro_dir), "--host", "not a host!"]) == 2
+    assert "--host not a host!: not an address or host name this machine can resolve" in capsys.readouterr().err
