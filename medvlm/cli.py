@@ -381,7 +381,8 @@ def _add_use_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _bounded(kind: type, low: float, high: float | None = None, *, low_open: bool = False) -> Callable[[str], Any]:
     """An argparse ``type``: a number in [low, high] ((low, high] with ``low_open``), else exit status 2."""
-    interval = f"{'(' if low_open else '['}{low:g}, {'∞)' if high is None else f'{high:g}]'}"
+    shown = str if kind is int else "{:g}".format  # 4294967295, not 4.29497e+09
+    interval = f"{'(' if low_open else '['}{shown(low)}, {'∞)' if high is None else f'{shown(high)}]'}"
 
     def parse(text: str) -> Any:
         try:

@@ -21,6 +21,7 @@ import copy
 import difflib
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -41,7 +42,7 @@ from pydantic import (
 )
 
 from medvlm.bounds import TreeError, check_tree
-from medvlm.errors import RecipeError, first_line, shorten
+from medvlm.errors import RecipeError, shorten
 from medvlm.registry import (
     CONSOLIDATORS,
     FAMILIES,
@@ -77,6 +78,7 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 #: Values a recipe file may expand to. Real recipes hold a few hundred; YAML anchors and aliases can
 #: make a 1 KB file expand to billions ("billion laughs"), which validation and dumping would walk.
 MAX_RECIPE_VALUES = 100_000
+TOO_MANY_DIGITS = f"a number with more than {sys.get_int_max_str_digits()} digits; no setting needs one"
 
 # --------------------------------------------------------------------------------------------------
 # Schema
@@ -536,8 +538,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except RecursionError:
         raise RecipeError(f"{path}: YAML nested too deeply to read") from None
-    except ValueError as exc:  # an integer of thousands of digits (Python's int conversion limit)
-        raise RecipeError(f"{path}: {first_line(exc)}") from None
+    except ValueError:  # an integer of thousands of digits (Python's int conversion limit)
+        raise RecipeError(f"{path}: {TOO_MANY_DIGITS}") from None
     try:
         check_tree(data, max_nodes=MAX_RECIPE_VALUES)
     except TreeError as exc:
@@ -587,8 +589,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(value_text) if value_text.strip() else ""
     except yaml.YAMLError:
         value = value_text
-    except ValueError as exc:  # an integer of thousands of digits (Python's int conversion limit)
-        raise RecipeError(f"override '{key}': {first_line(exc)}") from None
+    except ValueError:  # an integer of thousands of digits (Python's int conversion limit)
+        raise RecipeError(f"override '{key}': {TOO_MANY_DIGITS}") from None
     # YAML reads "1e-4" as a string (it wants "1.0e-4"); numbers are what users mean.
     if isinstance(value, str):
         try:
