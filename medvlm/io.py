@@ -39,8 +39,9 @@ RUN = "run"
 LOCK_FILE = ".medvlm.lock"
 #: Beside files medvlm wrote at a user's path: {"written_by": "medvlm", "files": {name: {size, sha256}}}.
 WRITTEN = ".medvlm-written.json"
-#: A larger :data:`WRITTEN` record is not medvlm's (it holds one small entry per output file).
-MAX_WRITTEN_BYTES = 1 << 20
+#: A larger marker, lock or :data:`WRITTEN` record is not medvlm's (they hold a short entry per file at
+#: most; a whole output of tens of thousands of files would read as someone else's: the safe side).
+MAX_RECORD_BYTES = 1 << 20
 
 
 @contextmanager
@@ -111,15 +112,21 @@ def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
             break
 
 
-def _written_here(directory: Path) -> dict[str, Any]:
-    """The :data:`WRITTEN` record of ``directory`` (empty when absent, oversized or not medvlm's)."""
-    record = directory / WRITTEN
+def _read_record(file: Path) -> dict[str, Any]:
+    """One of medvlm's small JSON records (a marker, a lock, a :data:`WRITTEN` list); empty when it is
+    missing, oversized, unreadable or not a JSON object — never an error, it is only evidence."""
     try:
-        if record.stat().st_size > MAX_WRITTEN_BYTES:
+        if file.stat().st_size > MAX_RECORD_BYTES:
             return {}
-        files = json.loads(record.read_text(encoding="utf-8")).get("files")
-    except (OSError, ValueError, AttributeError, RecursionError):
+        record = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _written_here(directory: Path) -> dict[str, Any]:
+    """The files :data:`WRITTEN` in ``directory`` lists (name → size, sha256)."""
+    files = _read_record(directory / WRITTEN).get("files")
     return files if isinstance(files, dict) else {}
 
 
@@ -255,18 +262,10 @@ def mark_dir(path: str | os.PathLike, kind: str) -> None:
     write_json(path / MARKER, record)
 
 
-def _marker(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads((path / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
 def dir_kind(path: str | os.PathLike) -> str | None:
     """What medvlm made ``path`` as (its marker's kind; ``run`` for a pre-marker run directory), else None."""
     path = Path(path)
-    kind = _marker(path).get("kind")
+    kind = _read_record(path / MARKER).get("kind")
     if kind is None and (path / RECIPE).is_file():  # run directories written before markers existed
         return RUN
     return str(kind) if kind is not None else None
@@ -307,11 +306,7 @@ def check_protected(final: str | os.PathLike, protect: Iterable[str | os.PathLik
 
 def read_lock(lock: Path) -> dict:
     """The holder a lock file names (pid, host, start time); empty if it is missing or unreadable."""
-    try:
-        holder = json.loads(lock.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return holder if isinstance(holder, dict) else {}
+    return _read_record(lock)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -355,7 +350,7 @@ def has_foreign_files(path: str | os.PathLike) -> bool:
         return False
     if dir_kind(path) is None:
         return any(child.name != LOCK_FILE for child in path.iterdir())
-    listed = _marker(path).get("files")
+    listed = _read_record(path / MARKER).get("files")
     if not isinstance(listed, list):  # a run directory, or an output marked before markers listed files
         return False
     return not set(_files_under(path)) <= set(map(str, listed))

@@ -207,8 +207,7 @@ def load_pretrained(path: str | Path, *, dtype: str = "float32", attn_implementa
         raise ModelError(f"{path}: cannot load model or processor: {first_line(exc)}") from None
     except (ValueError, TypeError, StrictDataclassError) as exc:  # a damaged tokenizer.json, a missing tokenizer,
         # config values of the wrong type: transformers' own message, named, as one line
-        raise ModelError(f"{path}: cannot load model or processor ({first_line(exc)})"
-                         ) from None
+        raise ModelError(f"{path}: cannot load model or processor ({first_line(exc)})") from None
     except pickle.UnpicklingError:  # torch.load(weights_only=True) met an object that is no plain tensor
         raise ModelError(f"{path}: a pickled weights file (pytorch_model.bin) {PICKLE_REFUSED}; use safetensors "
                          "weights") from None
